@@ -1,0 +1,1 @@
+"""Data: historical sources, read into DuckDB and checked against their contracts."""

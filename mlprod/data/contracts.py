@@ -1,0 +1,115 @@
+"""Check a source against its declared schema contract before anything is built from it.
+
+An upstream change (a dropped or renamed column, a changed type, a jump in nulls, a value
+outside the allowed categories) stops the run with a message that names the source, the
+column and what changed, instead of quietly producing a different training matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+from sqlglot import exp
+
+from mlprod.data.types import accepts, type_family
+from mlprod.errors import ContractError, SourceError, did_you_mean
+from mlprod.features import sqlparts as sql
+from mlprod.project.config import SourceConfig
+
+
+@dataclass(frozen=True)
+class SourceProfile:
+    """What a source looked like when it was read: for lineage and fingerprints."""
+
+    name: str
+    rows: int
+    types: dict[str, str]
+    null_rates: dict[str, float]
+
+
+def check_schema(
+    name: str, source: SourceConfig, found: dict[str, str], names_only: bool = False
+) -> None:
+    """Compare declared columns with the source's real columns (and, unless told, types)."""
+    undeclared = [c for c in found if c not in source.columns]
+    for column, contract in source.columns.items():
+        if column not in found:
+            renamed = did_you_mean(column, undeclared).replace("did you mean", "renamed to")
+            hint = renamed or (
+                f" (columns not in the contract: {', '.join(undeclared[:5])})" if undeclared else ""
+            )
+            raise ContractError(
+                f"source '{name}': column '{column}' is missing{hint}; the contract declares it"
+            )
+        if names_only:
+            continue
+        family = type_family(found[column])
+        if not accepts(contract.type, family):
+            raise ContractError(
+                f"source '{name}': column '{column}' changed type: the contract says "
+                f"{contract.type}, the data has {found[column]} ({family or 'unsupported'})"
+            )
+
+
+def profile_and_check(
+    con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, types: dict[str, str]
+) -> SourceProfile:
+    """Count rows, nulls and out-of-contract values in one scan; raise on a broken promise."""
+    columns = list(source.columns)
+    select = exp.select(sql.alias(exp.Count(this=exp.Star()), "__rows"))
+    for i, column in enumerate(columns):
+        null = exp.Is(this=sql.col(column), expression=exp.null())
+        select = select.select(sql.alias(exp.func("count_if", null), f"__nulls{i}"))
+        categories = source.columns[column].categories
+        if categories is not None:
+            allowed = exp.In(
+                this=sql.col(column), expressions=[exp.Literal.string(c) for c in categories]
+            )
+            outside = exp.and_(exp.not_(null.copy()), exp.not_(allowed))
+            select = select.select(
+                sql.alias(exp.func("count_if", outside), f"__outside{i}"),
+                sql.alias(
+                    exp.func("min", sql.case_when(outside.copy(), sql.col(column))), f"__example{i}"
+                ),
+            )
+    cursor = con.execute(select.from_(sql.table(name)).sql("duckdb", identify=True))
+    row = cursor.fetchall()[0]
+    result = dict(zip([d[0] for d in cursor.description or []], row, strict=True))
+    rows = int(result["__rows"])
+    if rows == 0:
+        raise SourceError(
+            f"source '{name}' is empty: it has 0 rows; check {describe_location(source)}"
+        )
+    null_rates: dict[str, float] = {}
+    for i, column in enumerate(columns):
+        contract = source.columns[column]
+        nulls = int(result[f"__nulls{i}"])
+        rate = nulls / rows
+        null_rates[column] = rate
+        if nulls and not contract.nullable:
+            raise ContractError(
+                f"source '{name}': column '{column}' has {nulls} null values ({rate:.2%} of "
+                f"{rows} rows), but the contract says nullable: false"
+            )
+        if contract.max_null_rate is not None and rate > contract.max_null_rate:
+            raise ContractError(
+                f"source '{name}': column '{column}' is {rate:.2%} null, above its "
+                f"max_null_rate of {contract.max_null_rate:.2%} (an upstream change?)"
+            )
+        if contract.categories is not None and int(result[f"__outside{i}"]):
+            raise ContractError(
+                f"source '{name}': column '{column}' has {result[f'__outside{i}']} values outside "
+                f"its categories, e.g. '{result[f'__example{i}']}'; add it to "
+                f"sources.{name}.columns.{column}.categories if it is expected"
+            )
+    return SourceProfile(name, rows, types, null_rates)
+
+
+def describe_location(source: SourceConfig) -> str:
+    location = source.location
+    if location.kind in ("csv", "parquet"):
+        return f"{location.kind} file '{location.path}'"  # type: ignore[union-attr]
+    if location.kind == "duckdb":
+        return f"table '{location.table}' in '{location.path}'"  # type: ignore[union-attr]
+    return f"PostgreSQL table '{location.db_schema}.{location.table}'"  # type: ignore[union-attr]

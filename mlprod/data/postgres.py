@@ -1,0 +1,71 @@
+"""Read PostgreSQL tables as Arrow over ADBC (DuckDB's postgres extension is not available)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+from sqlglot import exp
+
+from mlprod.errors import SourceError
+from mlprod.features import sqlparts as sql
+
+
+def _connect(url: str) -> Any:
+    import adbc_driver_postgresql.dbapi as pg
+
+    try:
+        return pg.connect(url)
+    except Exception as exc:  # the driver raises its own error types
+        raise SourceError(
+            f"cannot connect to PostgreSQL at {redact(url)}: {_first_line(exc)}"
+        ) from None
+
+
+def table_types(url: str, schema: str, table: str) -> dict[str, pa.DataType]:
+    """The columns of a table and their Arrow types, without reading its rows."""
+    with _connect(url) as conn:
+        try:
+            arrow_schema = conn.adbc_get_table_schema(table, db_schema_filter=schema)
+        except Exception:
+            raise SourceError(
+                f"PostgreSQL at {redact(url)} has no table '{schema}.{table}'"
+            ) from None
+    return {field.name: field.type for field in arrow_schema}
+
+
+def read_table(url: str, schema: str, table: str, columns: list[str]) -> pa.Table:
+    """Read the given columns of a table in one round trip (binary COPY inside the driver)."""
+    query = exp.select(*[sql.col(c) for c in columns]).from_(
+        exp.table_(table, db=schema, quoted=True)
+    )
+    with _connect(url) as conn, conn.cursor() as cursor:
+        try:
+            cursor.execute(query.sql("postgres"))
+            result: pa.Table = cursor.fetch_arrow_table()
+        except Exception as exc:
+            raise SourceError(
+                f"reading '{schema}.{table}' from PostgreSQL failed: {_first_line(exc)}"
+            ) from None
+    return result
+
+
+def write_table(url: str, schema: str, table: str, data: pa.Table) -> None:
+    """Create or replace a table from Arrow (used to load example data into PostgreSQL)."""
+    with _connect(url) as conn, conn.cursor() as cursor:
+        cursor.adbc_ingest(table, data, mode="replace", db_schema_name=schema)
+        conn.commit()
+
+
+def redact(url: str) -> str:
+    """A URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return url
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

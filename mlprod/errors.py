@@ -1,0 +1,54 @@
+"""The errors mlprod shows to people.
+
+Every failure a user can cause or fix is one of these, with a message that says what failed,
+what was expected, what was found and how to fix it. The CLI prints it as one red line and
+exits 2; nothing else reaches a user as a traceback unless they ask for ``--debug``::
+
+    MlprodError
+    ├── ConfigError        mlprod.yaml is invalid or refers to something that does not exist
+    ├── SourceError        a source cannot be read, or is empty
+    │   └── ContractError  a source no longer matches its declared schema contract
+    └── FeatureError       a feature cannot be compiled or evaluated
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MlprodError(Exception):
+    """Base of every error mlprod raises on purpose."""
+
+
+class ConfigError(MlprodError):
+    """The project configuration is invalid."""
+
+
+class SourceError(MlprodError):
+    """A data source cannot be read."""
+
+
+class ContractError(SourceError):
+    """A source's data broke its declared schema contract."""
+
+
+class FeatureError(MlprodError):
+    """A feature definition cannot be compiled or evaluated."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return `` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(name, sorted(set(choices)), n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        if name.lower() in lowered:
+            close = [lowered[name.lower()]]
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def one_of(choices: Iterable[str], limit: int = 12) -> str:
+    """A sorted, cut list of choices for a message: ``'a', 'b', 'c' (and 4 more)``."""
+    items = sorted(set(choices))
+    text = ", ".join(f"'{c}'" for c in items[:limit])
+    return text + (f" (and {len(items) - limit} more)" if len(items) > limit else "")

@@ -1,0 +1,302 @@
+"""Windowed aggregates per entity: rows available in ``[t - lag - window, t - lag)``.
+
+Three strategies, chosen per function, all exact:
+
+* count, sum, mean, std are *decomposable*: running totals per key (count, sum, sum of squares)
+  ordered by availability time, read twice with ASOF joins, at ``t - lag`` and at
+  ``t - lag - window``; the window's value is the difference. Linear in the data, whatever
+  the window's density.
+* last: an ASOF join to the latest non-null value before ``t - lag``, kept if it is inside
+  the window. Rows tied on availability time resolve to the largest value.
+* min, max, count_distinct: spine and source rows in one stream, with a RANGE window frame
+  ``[ts - window, ts - 1 microsecond]`` evaluated at the spine rows.
+
+An empty window gives 0 for count, count_distinct and sum, and NULL for the others; a spine
+row whose key is NULL sees an empty window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Protocol
+
+from sqlglot import exp
+
+from mlprod.features import sqlparts as sql
+from mlprod.features.expressions import DIALECT
+from mlprod.features.graph import FeatureGraph, Node
+from mlprod.project.config import AggregateFeature
+
+if TYPE_CHECKING:
+    from mlprod.features.compiler import MatrixCompiler
+
+DECOMPOSABLE = frozenset({"count", "sum", "mean", "std"})
+FRAMED = frozenset({"min", "max", "count_distinct"})
+PREV = "__p"
+Pairs = tuple[tuple[str, str], ...]
+
+
+class CteSink(Protocol):
+    def add(self, name: str, select: exp.Select, materialized: bool = False) -> None: ...
+
+
+@dataclass
+class AggregateGroup:
+    """Aggregates over one source, through the same keys and filter: they share their scans."""
+
+    index: int
+    source: str
+    pairs: Pairs
+    filter: exp.Expr | None
+    graph: FeatureGraph
+    nodes: list[Node] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)  # distinct value SQL, numbered __v0..
+
+    @property
+    def prefix(self) -> str:
+        return f"__agg_{self.index}"
+
+    def value_index(self, node: Node) -> int:
+        return self.values.index(node.value.sql(DIALECT)) if node.value is not None else -1
+
+    def _feature(self, node: Node) -> AggregateFeature:
+        assert isinstance(node.feature, AggregateFeature)
+        return node.feature
+
+    # --- CTEs that depend on the source only ---------------------------------------------
+
+    def add_source_ctes(self, query: CteSink) -> None:
+        functions = {self._feature(n).function for n in self.nodes}
+        if functions & DECOMPOSABLE:
+            query.add(f"{self.prefix}_totals", self._running_totals())
+        for i in sorted(
+            {self.value_index(n) for n in self.nodes if self._feature(n).function == "last"}
+        ):
+            query.add(f"{self.prefix}_last{i}", self._latest_values(i))
+
+    def _rows(self, select: exp.Select) -> exp.Select:
+        """Drop rows with a null key and rows the filter rejects."""
+        for i in range(len(self.pairs)):
+            select = select.where(
+                exp.not_(exp.Is(this=sql.col(self.pairs[i][1]), expression=exp.null()))
+            )
+        if self.filter is not None:
+            select = select.where(exp.paren(self.filter.copy(), copy=False))
+        return select
+
+    def _base(self) -> exp.Select:
+        available = self.graph.times[self.source].available_at
+        assert available is not None
+        at = sql.timestamp(available.copy())
+        select = exp.select(
+            *[sql.alias(sql.col(c), f"__k{i}") for i, (_, c) in enumerate(self.pairs)]
+        )
+        select = select.select(sql.alias(at, "__at")).from_(sql.table(self.source))
+        return self._rows(select.where(exp.not_(exp.Is(this=at.copy(), expression=exp.null()))))
+
+    def _parsed_values(self) -> list[exp.Expr]:
+        by_sql = {n.value.sql(DIALECT): n.value for n in self.nodes if n.value is not None}
+        return [by_sql[text].copy() for text in self.values]
+
+    def _running_totals(self) -> exp.Select:
+        keys = [sql.col(f"__k{i}") for i in range(len(self.pairs))]
+        per_time = self._base().select(sql.alias(exp.Count(this=exp.Star()), "__n"))
+        for i, value in enumerate(self._parsed_values()):
+            as_double = exp.cast(exp.paren(value, copy=False), exp.DataType.Type.DOUBLE)
+            per_time = per_time.select(
+                sql.alias(exp.Count(this=value.copy()), f"__c{i}"),
+                sql.alias(exp.Sum(this=as_double), f"__s{i}"),
+                sql.alias(
+                    exp.Sum(this=exp.Mul(this=as_double.copy(), expression=as_double.copy())),
+                    f"__q{i}",
+                ),
+            )
+        per_time = per_time.group_by(*[k.copy() for k in keys], sql.col("__at"))
+        totals = [sql.alias(self._running(sql.col("__n"), keys), "__n")]
+        for i in range(len(self.values)):
+            for part in ("c", "s", "q"):
+                totals.append(
+                    sql.alias(self._running(sql.col(f"__{part}{i}"), keys), f"__{part}{i}")
+                )
+        return exp.select(*[k.copy() for k in keys], sql.col("__at"), *totals).from_(
+            sql.subquery(per_time, "__per_time")
+        )
+
+    @staticmethod
+    def _running(value: exp.Expr, keys: Sequence[exp.Expr]) -> exp.Window:
+        return sql.window(
+            exp.Sum(this=value), [k.copy() for k in keys], sql.col("__at"), sql.running_total()
+        )
+
+    def _latest_values(self, i: int) -> exp.Select:
+        value = self._parsed_values()[i]
+        keys = [sql.col(f"__k{j}") for j in range(len(self.pairs))]
+        base = self._base().select(sql.alias(value, "__v"))
+        base = base.where(exp.not_(exp.Is(this=value.copy(), expression=exp.null())))
+        return (
+            exp.select(*keys, sql.col("__at"), sql.alias(exp.Max(this=sql.col("__v")), "__v"))
+            .from_(sql.subquery(base, "__rows"))
+            .group_by(*[k.copy() for k in keys], sql.col("__at"))
+        )
+
+    # --- joining to a level ----------------------------------------------------------------
+
+    def join(
+        self,
+        query: CteSink,
+        select: exp.Select,
+        previous: str,
+        members: list[Node],
+        compiler: MatrixCompiler,
+    ) -> tuple[exp.Select, list[exp.Expr]]:
+        columns: list[exp.Expr] = []
+        totals_at: dict[timedelta, str] = {}
+
+        def totals(offset: timedelta) -> str:
+            """Alias of the running totals read at t - offset (one ASOF join per offset)."""
+            if offset not in totals_at:
+                name = f"{self.prefix}_at{len(totals_at)}_{previous}"
+                totals_at[offset] = name
+                nonlocal select
+                select = self._asof(select, f"{self.prefix}_totals", name, offset, compiler)
+            return totals_at[offset]
+
+        framed: dict[timedelta, list[Node]] = {}
+        for node in members:
+            feature = self._feature(node)
+            if feature.function in DECOMPOSABLE:
+                hi, lo = totals(feature.lag), totals(feature.lag + feature.window)
+                columns.append(sql.alias(self._difference(node, hi, lo), f"__f_{node.name}"))
+            elif feature.function == "last":
+                table = f"{self.prefix}_last{self.value_index(node)}"
+                name = f"{table}_{feature.lag // sql.MICROSECOND}_{previous}"
+                if name not in {j.alias_or_name for j in select.args.get("joins") or []}:
+                    select = self._asof(select, table, name, feature.lag, compiler)
+                inside = exp.GTE(
+                    this=sql.col("__at", name),
+                    expression=sql.minus(sql.col("__t", PREV), feature.lag + feature.window),
+                )
+                columns.append(
+                    sql.alias(sql.case_when(inside, sql.col("__v", name)), f"__f_{node.name}")
+                )
+            else:
+                framed.setdefault(feature.lag, []).append(node)
+        for lag, nodes in framed.items():
+            name = f"{self.prefix}_frame{lag // sql.MICROSECOND}_{previous}"
+            query.add(name, self._framed(previous, lag, nodes, compiler))
+            on = exp.EQ(this=sql.col("__row", name), expression=sql.col("__row", PREV))
+            select = select.join(sql.table(name), on=on, join_type="left")
+            for node in nodes:
+                columns.append(sql.alias(sql.col(f"__f_{node.name}", name), f"__f_{node.name}"))
+        return select, columns
+
+    def _asof(
+        self, select: exp.Select, table: str, name: str, offset: timedelta, compiler: MatrixCompiler
+    ) -> exp.Select:
+        at = sql.minus(sql.col("__t", PREV), offset)
+        condition = [
+            *compiler.key_condition(name, self.pairs),
+            exp.GT(this=at, expression=sql.col("__at", name)),
+        ]
+        return select.join(sql.table(table, name), on=sql.and_all(condition), join_type="asof left")
+
+    def _difference(self, node: Node, hi: str, lo: str) -> exp.Expr:
+        feature = self._feature(node)
+
+        def window_total(part: str) -> exp.Expr:
+            return exp.paren(
+                exp.Sub(
+                    this=sql.coalesce0(sql.col(part, hi)),
+                    expression=sql.coalesce0(sql.col(part, lo)),
+                )
+            )
+
+        if node.value is None:
+            return exp.cast(window_total("__n"), exp.DataType.Type.BIGINT)
+        i = self.value_index(node)
+        count, total, squares = (
+            window_total(f"__c{i}"),
+            window_total(f"__s{i}"),
+            window_total(f"__q{i}"),
+        )
+        if feature.function == "count":
+            return exp.cast(count, exp.DataType.Type.BIGINT)
+        if feature.function == "sum":
+            return exp.cast(total, exp.DataType.Type.DOUBLE)
+        if feature.function == "mean":
+            ratio = exp.Div(this=total, expression=count)
+            return sql.case_when(exp.GT(this=count.copy(), expression=exp.Literal.number(0)), ratio)
+        # Sample standard deviation from the window's totals, floored at 0 against rounding.
+        numerator = exp.Sub(
+            this=squares,
+            expression=exp.Div(
+                this=exp.Mul(this=total, expression=total.copy()), expression=count.copy()
+            ),
+        )
+        variance = exp.Div(
+            this=exp.paren(numerator),
+            expression=exp.paren(exp.Sub(this=count.copy(), expression=exp.Literal.number(1))),
+        )
+        std = exp.func("sqrt", exp.func("greatest", variance, exp.Literal.number(0)))
+        return sql.case_when(exp.GT(this=count.copy(), expression=exp.Literal.number(1)), std)
+
+    def _framed(
+        self, previous: str, lag: timedelta, nodes: list[Node], compiler: MatrixCompiler
+    ) -> exp.Select:
+        """min / max / count_distinct via one stream of source and spine rows per lag."""
+        values = self._parsed_values()
+        rows = self._base().select(
+            *[sql.alias(v, f"__v{i}") for i, v in enumerate(values)],
+            sql.alias(exp.cast(exp.null(), exp.DataType.Type.BIGINT), "__row"),
+        )
+        spine = exp.select(
+            *[sql.alias(compiler.spine_ref(s), f"__k{i}") for i, (s, _) in enumerate(self.pairs)],
+            sql.alias(sql.minus(sql.col("__t", PREV), lag), "__at"),
+            *[sql.alias(exp.null(), f"__v{i}") for i in range(len(values))],
+            sql.alias(sql.col("__row", PREV), "__row"),
+        ).from_(sql.table(previous, PREV))
+        stream = exp.union(rows, spine, distinct=False)
+        keys = [sql.col(f"__k{i}") for i in range(len(self.pairs))]
+        outputs: list[exp.Expr] = [sql.col("__row")]
+        for node in nodes:
+            feature = self._feature(node)
+            value = sql.col(f"__v{self.value_index(node)}")
+            function: exp.Expr
+            if feature.function == "min":
+                function = exp.Min(this=value)
+            elif feature.function == "max":
+                function = exp.Max(this=value)
+            else:
+                function = exp.Count(this=exp.Distinct(expressions=[value]))
+            frame = sql.strictly_before(feature.window)
+            outputs.append(
+                sql.alias(
+                    sql.window(function, [k.copy() for k in keys], sql.col("__at"), frame),
+                    f"__f_{node.name}",
+                )
+            )
+        return (
+            exp.select(*outputs)
+            .from_(stream.subquery("__stream"))
+            .qualify(exp.not_(exp.Is(this=sql.col("__row"), expression=exp.null())))
+        )
+
+
+def aggregate_groups(nodes: list[Node], graph: FeatureGraph) -> list[AggregateGroup]:
+    """Group aggregate features that can share their scans of a source."""
+    groups: dict[tuple[str, Pairs, str], AggregateGroup] = {}
+    for node in nodes:
+        feature = node.feature
+        assert isinstance(feature, AggregateFeature)
+        pairs = tuple(feature.key_pairs())
+        filter_sql = node.filter.sql(DIALECT) if node.filter is not None else ""
+        key = (feature.source, pairs, filter_sql)
+        if key not in groups:
+            groups[key] = AggregateGroup(len(groups), feature.source, pairs, node.filter, graph)
+        group = groups[key]
+        group.nodes.append(node)
+        if node.value is not None and node.value.sql(DIALECT) not in group.values:
+            group.values.append(node.value.sql(DIALECT))
+    return list(groups.values())

@@ -1,0 +1,339 @@
+"""Compile feature definitions into one DuckDB query that obeys the point-in-time rule.
+
+The rule: a row of any source is visible to a prediction at time ``t`` only if its
+availability time is strictly before ``t``. The query is built in stages:
+
+* ``__spine``: the prediction events, with ``__t`` (prediction time) and a row id;
+* one CTE per dependency level, each adding the features whose inputs are ready:
+  row expressions, lookups (LEFT JOIN), as-of joins (ASOF JOIN on ``t > available_at``) and
+  windowed aggregates (see :mod:`mlprod.features.aggregates`);
+* a final projection with the features under their own names, ordered by time and keys.
+
+Features that read the same source through the same keys share one join.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+
+from sqlglot import exp
+
+from mlprod.features import sqlparts as sql
+from mlprod.features.aggregates import AggregateGroup, aggregate_groups
+from mlprod.features.expressions import DIALECT, rewrite_columns
+from mlprod.features.graph import FeatureGraph, Node
+from mlprod.project.config import AsofFeature, ExprFeature, LookupFeature
+
+PREV = "__p"
+
+
+def feature_column(name: str) -> str:
+    """The internal column of a feature (kept apart from spine columns of the same name)."""
+    return f"__f_{name}"
+
+
+@dataclass
+class _Query:
+    """The CTEs of the query being built, in order."""
+
+    ctes: list[tuple[str, exp.Select, bool]] = field(default_factory=list)
+
+    def add(self, name: str, select: exp.Select, materialized: bool = False) -> None:
+        self.ctes.append((name, select, materialized))
+
+    def finish(self, final: exp.Select) -> exp.Select:
+        for name, select, materialized in self.ctes:
+            final = final.with_(
+                exp.to_identifier(name, quoted=True), as_=select, materialized=materialized or None
+            )
+        return final
+
+
+class MatrixCompiler:
+    """Turns a :class:`FeatureGraph` into SQL over views named after the project's sources."""
+
+    def __init__(self, graph: FeatureGraph) -> None:
+        self.graph = graph
+        self.config = graph.config
+
+    # --- public ------------------------------------------------------------------------
+
+    def training_query(self, as_of: datetime, names: list[str] | None = None) -> exp.Select:
+        """The training matrix: keys, prediction_time, label, label_available_at, features.
+
+        Only events whose label is known strictly before ``as_of`` are kept.
+        """
+        nodes = self._nodes(names)
+        spine = self._spine_select(nodes, as_of)
+        return self._query(spine, nodes)
+
+    def spine_counts_query(self, as_of: datetime) -> exp.Select:
+        """How many events there are, and how many are left out and why."""
+        exprs = self.graph.spine_exprs
+        label_at = sql.timestamp(exprs["label_available_at"].copy())
+        pending = exp.func(
+            "count_if", exp.not_(exp.LT(this=label_at, expression=_timestamp_literal(as_of)))
+        )
+        select = exp.select(
+            sql.alias(exp.Count(this=exp.Star()), "events"),
+            sql.alias(
+                exp.func("count_if", exp.Is(this=exprs["time"].copy(), expression=exp.null())),
+                "no_time",
+            ),
+            sql.alias(pending, "label_pending"),
+            sql.alias(
+                exp.func("count_if", exp.Is(this=exprs["label"].copy(), expression=exp.null())),
+                "label_missing",
+            ),
+        ).from_(sql.table(self.config.spine.source))
+        if "filter" in exprs:
+            select = select.where(exprs["filter"].copy())
+        return select
+
+    def sql(self, as_of: datetime, names: list[str] | None = None) -> str:
+        return self.training_query(as_of, names).sql(dialect=DIALECT, pretty=True, identify=True)
+
+    # --- stages ------------------------------------------------------------------------
+
+    def _nodes(self, names: list[str] | None) -> list[Node]:
+        wanted = self.graph.closure(names) if names else list(self.graph.nodes)
+        return [self.graph.nodes[name] for name in wanted]
+
+    def _spine_select(self, nodes: list[Node], as_of: datetime) -> exp.Select:
+        exprs = self.graph.spine_exprs
+        spine = self.config.spine
+        carried = list(dict.fromkeys([*spine.keys, *self._spine_columns_read(nodes)]))
+        time = sql.timestamp(exprs["time"].copy())
+        label_at = sql.timestamp(exprs["label_available_at"].copy())
+        conditions: list[exp.Expr] = [
+            exp.not_(exp.Is(this=time.copy(), expression=exp.null())),
+            exp.not_(exp.Is(this=exprs["label"].copy(), expression=exp.null())),
+            exp.LT(this=label_at.copy(), expression=_timestamp_literal(as_of)),
+        ]
+        if "filter" in exprs:
+            conditions.insert(0, exprs["filter"].copy())
+        return (
+            exp.select(
+                sql.alias(sql.window(exp.func("row_number"), []), "__row"),
+                *[sql.col(c) for c in carried],
+                sql.alias(time, "__t"),
+                sql.alias(exprs["label"].copy(), "__label"),
+                sql.alias(label_at, "__label_at"),
+            )
+            .from_(sql.table(spine.source))
+            .where(sql.and_all(conditions))
+        )
+
+    def _spine_columns_read(self, nodes: list[Node]) -> list[str]:
+        features = set(self.graph.nodes)
+        columns: list[str] = []
+        for node in nodes:
+            if node.expr is not None:
+                refs = [c.name for c in node.expr.find_all(exp.Column)]
+                columns += [r for r in refs if r not in features or r == node.name]
+            elif not isinstance(node.feature, ExprFeature):
+                columns += [s for s, _ in node.feature.key_pairs() if s not in features]
+        return columns
+
+    def _query(self, spine: exp.Select, nodes: list[Node]) -> exp.Select:
+        query = _Query()
+        query.add("__spine", spine, materialized=True)
+        previous = "__spine"
+        by_level: dict[int, list[Node]] = defaultdict(list)
+        for node in nodes:
+            by_level[node.level].append(node)
+        groups = aggregate_groups([n for n in nodes if n.feature.kind == "aggregate"], self.graph)
+        for group in groups:
+            group.add_source_ctes(query)
+        for level in sorted(by_level):
+            name = f"__level_{level}"
+            query.add(
+                name, self._level(query, previous, by_level[level], groups), materialized=True
+            )
+            previous = name
+        keys = [sql.col(k) for k in self.config.spine.keys]
+        final = exp.select(
+            *keys,
+            sql.alias(sql.col("__t"), "prediction_time"),
+            sql.alias(sql.col("__label"), "label"),
+            sql.alias(sql.col("__label_at"), "label_available_at"),
+            *[sql.alias(sql.col(feature_column(n.name)), n.name) for n in nodes],
+        ).from_(sql.table(previous))
+        final = final.order_by(sql.col("__t"), *[k.copy() for k in keys], sql.col("__row"))
+        return query.finish(final)
+
+    def _level(
+        self, query: _Query, previous: str, nodes: list[Node], groups: list[AggregateGroup]
+    ) -> exp.Select:
+        select = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier(PREV))).from_(
+            sql.table(previous, PREV)
+        )
+        projections: list[exp.Expr] = []
+        lookups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Node]] = defaultdict(list)
+        asofs: dict[tuple[str, tuple[tuple[str, str], ...]], list[Node]] = defaultdict(list)
+        for node in nodes:
+            feature = node.feature
+            if isinstance(feature, ExprFeature):
+                assert node.expr is not None
+                value = rewrite_columns(node.expr, partial(self.spine_ref, own=node.name))
+                projections.append(sql.alias(value, feature_column(node.name)))
+            elif isinstance(feature, LookupFeature):
+                lookups[(feature.source, tuple(feature.key_pairs()))].append(node)
+            elif isinstance(feature, AsofFeature):
+                asofs[(feature.source, tuple(feature.key_pairs()))].append(node)
+        for index, ((source, pairs), members) in enumerate(lookups.items()):
+            select, columns = self._join_lookup(
+                select, f"__lookup_{nodes[0].level}_{index}", source, pairs, members
+            )
+            projections += columns
+        level = nodes[0].level
+        for index, ((source, pairs), members) in enumerate(asofs.items()):
+            probe = self._narrow(previous, pairs)
+            probe, columns = self._join_asof(
+                query, probe, f"__asof_{level}_{index}", source, pairs, members
+            )
+            select = self._join_probe(
+                query, select, f"__asof_{level}_{index}_probe", probe, columns
+            )
+            projections += [
+                sql.col(feature_column(n.name), f"__asof_{level}_{index}_probe") for n in members
+            ]
+        level_names = {n.name for n in nodes}
+        for group in groups:
+            members = [n for n in group.nodes if n.name in level_names]
+            if members:
+                probe = self._narrow(previous, group.pairs)
+                probe, columns = group.join(query, probe, previous, members, self)
+                name = f"{group.prefix}_probe_{level}"
+                select = self._join_probe(query, select, name, probe, columns)
+                projections += [sql.col(feature_column(n.name), name) for n in members]
+        return select.select(*projections, copy=False)
+
+    # --- joins -------------------------------------------------------------------------
+
+    def _narrow(self, previous: str, pairs: tuple[tuple[str, str], ...]) -> exp.Select:
+        """The level's rows with only row id, time and keys: ASOF joins move less data."""
+        names = dict.fromkeys(self.spine_ref(spine_name).name for spine_name, _ in pairs)
+        inner = exp.select(sql.col("__row"), sql.col("__t"), *[sql.col(n) for n in names])
+        return exp.select(sql.col("__row", PREV)).from_(
+            sql.subquery(inner.from_(sql.table(previous)), PREV)
+        )
+
+    @staticmethod
+    def _join_probe(
+        query: _Query,
+        select: exp.Select,
+        name: str,
+        probe: exp.Select,
+        columns: list[exp.Expr],
+    ) -> exp.Select:
+        """Store a probe's features as a CTE and join it back to the level by row id."""
+        query.add(name, probe.select(*columns))
+        on = exp.EQ(this=sql.col("__row", name), expression=sql.col("__row", PREV))
+        return select.join(sql.table(name), on=on, join_type="left")
+
+    def spine_ref(self, name: str, own: str | None = None) -> exp.Column:
+        """A name as seen from a level: a feature's column, or else a spine column."""
+        if name in self.graph.nodes and name != own:
+            return sql.col(feature_column(name), PREV)
+        return sql.col(name, PREV)
+
+    def key_condition(
+        self, alias_name: str, pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]
+    ) -> list[exp.Expr]:
+        return [
+            exp.EQ(this=sql.col(f"__k{i}", alias_name), expression=self.spine_ref(spine_name))
+            for i, (spine_name, _) in enumerate(pairs)
+        ]
+
+    def source_select(
+        self, source: str, pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]], timed: bool
+    ) -> exp.Select:
+        """SELECT the key columns as __k0.. (and availability as __at) from a source."""
+        select = exp.select(
+            *[sql.alias(sql.col(column), f"__k{i}") for i, (_, column) in enumerate(pairs)]
+        )
+        available = self.graph.times[source].available_at
+        if timed and available is not None:
+            select = select.select(sql.alias(sql.timestamp(available.copy()), "__at"))
+            select = select.where(
+                exp.not_(exp.Is(this=sql.timestamp(available.copy()), expression=exp.null()))
+            )
+        return select.from_(sql.table(source))
+
+    def _join_lookup(
+        self,
+        select: exp.Select,
+        name: str,
+        source: str,
+        pairs: tuple[tuple[str, str], ...],
+        members: list[Node],
+    ) -> tuple[exp.Select, list[exp.Expr]]:
+        timed = self.graph.times[source].available_at is not None
+        inner = self.source_select(source, pairs, timed)
+        inner = inner.select(
+            *[sql.alias(n.value.copy(), f"__v{i}") for i, n in enumerate(members) if n.value]
+        )
+        condition = self.key_condition(name, pairs)
+        if timed:
+            condition.append(exp.GT(this=sql.col("__t", PREV), expression=sql.col("__at", name)))
+        select = select.join(sql.subquery(inner, name), on=sql.and_all(condition), join_type="left")
+        columns: list[exp.Expr] = [
+            sql.alias(sql.col(f"__v{i}", name), feature_column(n.name))
+            for i, n in enumerate(members)
+        ]
+        return select, columns
+
+    def _join_asof(
+        self,
+        query: _Query,
+        select: exp.Select,
+        name: str,
+        source: str,
+        pairs: tuple[tuple[str, str], ...],
+        members: list[Node],
+    ) -> tuple[exp.Select, list[exp.Expr]]:
+        values = [sql.alias(n.value.copy(), f"__v{i}") for i, n in enumerate(members) if n.value]
+        inner = self.source_select(source, pairs, timed=True).select(*values)
+        # Rows tied on (key, availability) are ordered by their values so the pick is deterministic.
+        tie_order = [
+            exp.Ordered(this=sql.col(f"__v{i}"), desc=True, nulls_first=False)
+            for i in range(len(members))
+        ]
+        rank = exp.Window(
+            this=exp.func("row_number"),
+            partition_by=[sql.col(f"__k{i}") for i in range(len(pairs))] + [sql.col("__at")],
+            order=exp.Order(expressions=tie_order),
+            over="OVER",
+        )
+        deduped = (
+            exp.select("*")
+            .from_(inner.subquery("__rows"))
+            .qualify(exp.EQ(this=rank, expression=exp.Literal.number(1)))
+        )
+        query.add(name, deduped)
+        condition = [
+            *self.key_condition(name, pairs),
+            exp.GT(this=sql.col("__t", PREV), expression=sql.col("__at", name)),
+        ]
+        select = select.join(sql.table(name), on=sql.and_all(condition), join_type="asof left")
+        columns: list[exp.Expr] = []
+        for i, node in enumerate(members):
+            assert isinstance(node.feature, AsofFeature)
+            value: exp.Expr = sql.col(f"__v{i}", name)
+            if node.feature.max_staleness is not None:
+                fresh = exp.GTE(
+                    this=sql.col("__at", name),
+                    expression=sql.minus(sql.col("__t", PREV), node.feature.max_staleness),
+                )
+                value = sql.case_when(fresh, value)
+            columns.append(sql.alias(value, feature_column(node.name)))
+        return select, columns
+
+
+def _timestamp_literal(value: datetime) -> exp.Expr:
+    text = value.replace(tzinfo=None).isoformat(sep=" ")
+    return exp.cast(exp.Literal.string(text), exp.DataType.Type.TIMESTAMP)

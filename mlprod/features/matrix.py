@@ -1,0 +1,259 @@
+"""Build the point-in-time correct training matrix and describe it.
+
+Reading sources, checking contracts, compiling the features and running the one query are
+separate steps here so the progress bar can say where the time goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from rich.progress import Progress
+from sqlglot import exp
+
+from mlprod.data.contracts import SourceProfile
+from mlprod.data.sources import connect, open_source
+from mlprod.data.types import type_family
+from mlprod.errors import FeatureError
+from mlprod.features import sqlparts as sql
+from mlprod.features.categorical import CategoryEncoder
+from mlprod.features.compiler import MatrixCompiler
+from mlprod.features.graph import FeatureGraph, Node
+from mlprod.project.config import ExprFeature, LookupFeature, ProjectConfig
+
+
+@dataclass
+class Matrix:
+    """A built training matrix with what is known about how it was built."""
+
+    table: pa.Table
+    features: list[str]
+    as_of: datetime
+    seconds: float
+    events: dict[str, int]
+    sources: dict[str, SourceProfile]
+    hashes: dict[str, str]
+    categories: dict[str, CategoryEncoder] = field(default_factory=dict)
+
+    def metadata(self, graph: FeatureGraph) -> dict[str, Any]:
+        table = self.table
+        rows = table.num_rows
+        features = []
+        for name in self.features:
+            node = graph.nodes[name]
+            column = table.column(name)
+            features.append(
+                {
+                    "name": name,
+                    "kind": node.feature.kind,
+                    "dtype": str(column.type),
+                    "null_rate": (column.null_count / rows) if rows else 0.0,
+                    "definition_hash": self.hashes[name],
+                    "definition": node.feature.model_dump(
+                        mode="json", by_alias=True, exclude_defaults=True
+                    ),
+                }
+            )
+        return {
+            "project": graph.config.name,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "as_of": self.as_of.isoformat(),
+            "rows": rows,
+            "columns": table.num_columns,
+            "seconds": round(self.seconds, 3),
+            "keys": list(graph.config.spine.keys),
+            "events": self.events,
+            "features": features,
+            "categories": {name: enc.to_dict() for name, enc in self.categories.items()},
+            "sources": {
+                name: {"rows": p.rows, "types": p.types, "null_rates": p.null_rates}
+                for name, p in self.sources.items()
+            },
+        }
+
+
+def build_matrix(
+    folder: Path,
+    graph: FeatureGraph,
+    as_of: datetime | None = None,
+    names: list[str] | None = None,
+    progress: Progress | None = None,
+) -> Matrix:
+    """Read and check the sources, then evaluate the features for every labelled event."""
+    started = time.perf_counter()
+    config = graph.config
+    as_of = _utc(as_of or datetime.now(UTC))
+    wanted = graph.closure(names) if names else list(graph.nodes)
+    nodes = [graph.nodes[n] for n in wanted]
+    read = [source for n in nodes if (source := _source_of(n))]
+    needed = list(dict.fromkeys([config.spine.source, *read]))
+    con = connect()
+    try:
+        task = progress.add_task("reading sources", total=len(needed)) if progress else None
+        profiles: dict[str, SourceProfile] = {}
+        for name in needed:
+            if progress and task is not None:
+                progress.update(task, description=f"reading source {name}")
+            profiles[name] = open_source(con, folder, config, name)
+            if progress and task is not None:
+                progress.advance(task)
+        if progress and task is not None:
+            progress.update(task, description="sources read and checked")
+        _check_times(con, graph, needed)
+        _check_lookups_unique(con, graph, nodes)
+        compiler = MatrixCompiler(graph)
+        events = _event_counts(con, compiler, as_of)
+        query = compiler.training_query(as_of, wanted).sql("duckdb", identify=True)
+        table = _run(con, query, progress)
+    finally:
+        con.close()
+    categories = {
+        n.name: CategoryEncoder.fit(table.column(n.name), n.feature.categorical)
+        for n in nodes
+        if n.feature.categorical is not None
+    }
+    hashes = definition_hashes(config, graph, wanted)
+    events["rows"] = table.num_rows
+    return Matrix(
+        table, wanted, as_of, time.perf_counter() - started, events, profiles, hashes, categories
+    )
+
+
+def _run(con: duckdb.DuckDBPyConnection, query: str, progress: Progress | None) -> pa.Table:
+    """Run the feature query; a progress bar follows DuckDB's own estimate of its progress."""
+    if progress is None:
+        return con.sql(query).to_arrow_table()
+    task = progress.add_task("computing features", total=100)
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["table"] = con.sql(query).to_arrow_table()
+        except BaseException as exc:  # re-raised in the caller's thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+        done = con.query_progress()
+        if done >= 0:
+            progress.update(task, completed=done)
+    if "error" in result:
+        raise result["error"]
+    progress.update(task, completed=100)
+    table: pa.Table = result["table"]
+    return table
+
+
+def _source_of(node: Node) -> str | None:
+    return None if isinstance(node.feature, ExprFeature) else node.feature.source
+
+
+def _check_times(con: duckdb.DuckDBPyConnection, graph: FeatureGraph, sources: list[str]) -> None:
+    """Times must be timestamps (or dates); say which expression is not."""
+    config = graph.config
+    checks: list[tuple[str, str, exp.Expr]] = [
+        (f"spine.{key}", config.spine.source, graph.spine_exprs[key])
+        for key in ("time", "label_available_at")
+    ]
+    for name in sources:
+        times = graph.times[name]
+        if times.available_at is not None:
+            key = "available_at" if config.sources[name].available_at else "time"
+            checks.append((f"sources.{name}.{key}", name, times.available_at))
+    for where, source, tree in checks:
+        probe = exp.select(tree.copy()).from_(sql.table(source)).limit(0)
+        try:
+            kind = str(con.sql(probe.sql("duckdb", identify=True)).types[0])
+        except duckdb.Error as exc:
+            raise FeatureError(
+                f"mlprod.yaml: {where}: '{tree.sql('duckdb')}' fails: {str(exc).splitlines()[0]}"
+            ) from None
+        if type_family(kind) not in ("timestamp", "date"):
+            raise FeatureError(
+                f"mlprod.yaml: {where}: '{tree.sql('duckdb')}' gives {kind}, "
+                "expected a timestamp (UTC)"
+            )
+
+
+def _check_lookups_unique(
+    con: duckdb.DuckDBPyConnection, graph: FeatureGraph, nodes: list[Node]
+) -> None:
+    """A lookup joins at most one row per key; duplicates would multiply training rows."""
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    for node in nodes:
+        feature = node.feature
+        if not isinstance(feature, LookupFeature):
+            continue
+        columns = tuple(c for _, c in feature.key_pairs())
+        if (feature.source, columns) in seen:
+            continue
+        seen.add((feature.source, columns))
+        keys: list[exp.Expr] = [sql.col(c) for c in columns]
+        available = graph.times[feature.source].available_at
+        if available is not None:
+            keys.append(sql.timestamp(available.copy()))
+        probe = (
+            exp.select(*keys, sql.alias(exp.Count(this=exp.Star()), "__n"))
+            .from_(sql.table(feature.source))
+            .group_by(*[k.copy() for k in keys])
+            .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1)))
+            .order_by(exp.Ordered(this=sql.col("__n"), desc=True))
+            .limit(1)
+        )
+        rows = con.execute(probe.sql("duckdb", identify=True)).fetchall()
+        if rows:
+            key = ", ".join(f"{c}={v!r}" for c, v in zip(columns, rows[0], strict=False))
+            raise FeatureError(
+                f"feature '{feature.name}': source '{feature.source}' has {rows[0][-1]} rows for "
+                f"{key}; a lookup needs at most one row per key (use an asof feature for a "
+                "table that changes over time)"
+            )
+
+
+def _event_counts(
+    con: duckdb.DuckDBPyConnection, compiler: MatrixCompiler, as_of: datetime
+) -> dict[str, int]:
+    cursor = con.execute(compiler.spine_counts_query(as_of).sql("duckdb", identify=True))
+    row = cursor.fetchall()[0]
+    return {d[0]: int(v) for d, v in zip(cursor.description or [], row, strict=True)}
+
+
+def definition_hashes(
+    config: ProjectConfig, graph: FeatureGraph, names: list[str]
+) -> dict[str, str]:
+    """A hash per feature over its definition, its source's time rules and its dependencies'."""
+    hashes: dict[str, str] = {}
+    spine = config.spine.model_dump(mode="json", by_alias=True)
+    for name in graph.closure(names):
+        node = graph.nodes[name]
+        content: dict[str, Any] = {
+            "feature": node.feature.model_dump(mode="json", by_alias=True, exclude={"description"}),
+            "spine": spine,
+            "deps": [hashes[d] for d in node.deps],
+        }
+        source = _source_of(node)
+        if source:
+            src = config.sources[source]
+            content["source"] = {
+                "from": src.location.model_dump(mode="json", by_alias=True),
+                "time": src.time,
+                "available_at": src.available_at,
+            }
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        hashes[name] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return {n: hashes[n] for n in names}
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value

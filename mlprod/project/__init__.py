@@ -1,0 +1,1 @@
+"""The project: one ``mlprod.yaml`` declaring sources, prediction events and features."""

@@ -1,0 +1,159 @@
+"""Read ``mlprod.yaml`` into a :class:`ProjectConfig`, with errors that name file, key and fix."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from mlprod.errors import ConfigError, did_you_mean
+from mlprod.project.config import ProjectConfig
+
+CONFIG_FILE = "mlprod.yaml"
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Tags of discriminated unions: pydantic puts them in error locations, people do not write them.
+_TAGS = {"csv", "parquet", "duckdb", "postgres", "expr", "lookup", "asof", "aggregate"}
+
+
+def load_config(folder: Path) -> ProjectConfig:
+    """Load and validate the project in ``folder``."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{folder}: no {CONFIG_FILE} here; run mlprod in a project folder or pass --project DIR"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{CONFIG_FILE}:{where}: not valid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{CONFIG_FILE}: expected a mapping of settings at the top level")
+    return parse_config(_interpolate(raw, CONFIG_FILE))
+
+
+def parse_config(raw: dict[str, Any], file: str = CONFIG_FILE) -> ProjectConfig:
+    """Validate a config mapping; the first problems become one :class:`ConfigError`."""
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(error, raw, file) for error in exc.errors()[:5]]
+        more = len(exc.errors()) - len(lines)
+        if more > 0:
+            lines.append(f"... and {more} more problems")
+        raise ConfigError("\n".join(dict.fromkeys(lines))) from None
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """``('features', 3, 'source')`` -> ``features[3].source``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe(error: Any, raw: dict[str, Any], file: str) -> str:
+    loc = tuple(p for p in error["loc"] if p not in _TAGS or not _is_tag(error["loc"], p))
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        *parent, key = loc
+        allowed = _allowed_keys(raw, tuple(parent))
+        return f"{file}: {key_path(loc)}: unknown key '{key}'{did_you_mean(str(key), allowed)}"
+    if kind == "missing":
+        return f"{file}: {key_path(loc)}: required, but missing"
+    if kind == "union_tag_invalid":
+        tags = error["ctx"]["expected_tags"]
+        found = error["ctx"]["tag"]
+        hint = did_you_mean(str(found), [t.strip(" '") for t in tags.split(",")])
+        return f"{file}: {key_path(loc)}: unknown kind '{found}'{hint}; expected one of {tags}"
+    if kind == "union_tag_not_found":
+        return f"{file}: {key_path(loc)}: needs a 'kind' key ({error['ctx']['discriminator']})"
+    if kind == "value_error":
+        message = str(error["ctx"]["error"])
+    if kind == "string_pattern_mismatch":
+        message = "must be a name of letters, digits and '_' that does not start with a digit"
+        value = error.get("input")
+        return f"{file}: {key_path(loc)}: invalid name {value!r}: {message}"
+    return f"{file}: {key_path(loc)}: {message}"
+
+
+def _is_tag(loc: tuple[Any, ...], part: Any) -> bool:
+    index = loc.index(part)
+    return index > 0 and (isinstance(loc[index - 1], int) or loc[index - 1] == "from")
+
+
+def _allowed_keys(raw: dict[str, Any], parent: tuple[Any, ...]) -> list[str]:
+    """The keys the model at ``parent`` accepts, for "did you mean"."""
+    from mlprod.project.config import ProjectConfig
+
+    schema = ProjectConfig.model_json_schema(by_alias=True)
+    node: Any = schema
+    value: Any = raw
+    for part in parent:
+        value = value[part] if isinstance(value, dict | list) else None
+        node = _child_schema(schema, node, part, value)
+        if node is None:
+            return []
+    node = _resolve(schema, node, value)
+    return list(node.get("properties", {})) if node else []
+
+
+def _resolve(schema: dict[str, Any], node: Any, value: Any) -> Any:
+    while isinstance(node, dict):
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].split("/")[-1]]
+        elif "oneOf" in node or "anyOf" in node:
+            options = node.get("oneOf") or node.get("anyOf")
+            kind = value.get("kind") if isinstance(value, dict) else None
+            chosen = None
+            for option in options or []:
+                option = _resolve(schema, option, value)
+                props = option.get("properties", {}) if isinstance(option, dict) else {}
+                if ("kind" in props and props["kind"].get("const") == kind) or (
+                    chosen is None and props
+                ):
+                    chosen = option
+            node = chosen
+        else:
+            return node
+    return node
+
+
+def _child_schema(schema: dict[str, Any], node: Any, part: Any, value: Any) -> Any:
+    node = _resolve(schema, node, value)
+    if not isinstance(node, dict):
+        return None
+    if isinstance(part, int):
+        return node.get("items")
+    if "properties" in node and part in node["properties"]:
+        return node["properties"][part]
+    return node.get("additionalProperties")
+
+
+def _interpolate(value: Any, file: str) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in strings with the environment's values."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, file) for v in value]
+    if isinstance(value, str) and "${" in value:
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{file}: environment variable {name} is not set; "
+                f"set it or write ${{{name}:-default}}"
+            )
+
+        return _ENV.sub(substitute, value)
+    return value

