@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
+from mlprod.data.baselines import save_baselines
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.graph import FeatureGraph
 from mlprod.features.matrix import Matrix, build_matrix
@@ -103,10 +104,16 @@ class Project:
         return self.build_matrix(as_of, features).table
 
     def write_features(
-        self, as_of: datetime | None = None, progress: Progress | None = None
+        self,
+        as_of: datetime | None = None,
+        progress: Progress | None = None,
+        features: list[str] | None = None,
     ) -> BuildSummary:
-        """Build the training matrix and write it with its metadata under the store."""
-        matrix = self.build_matrix(as_of, progress=progress)
+        """Build the training matrix and write it with its metadata under the store.
+
+        The sources' profiles become the baseline that the next build is compared with.
+        """
+        matrix = self.build_matrix(as_of, features, progress)
         path = self.matrix_path
         meta_path = path.with_suffix(".json")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +121,7 @@ class Project:
         metadata = matrix.metadata(self.graph)
         metadata["path"] = str(path)
         _write_atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2) + "\n"))
+        save_baselines(self.store, list(matrix.sources.values()))
         return BuildSummary(
             matrix.table.num_rows,
             matrix.table.num_columns,

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import duckdb
 from sqlglot import exp
 
+from mlprod import sqlparts as sql
 from mlprod.data.types import accepts, type_family
 from mlprod.errors import ContractError, SourceError, did_you_mean
-from mlprod.features import sqlparts as sql
 from mlprod.project.config import SourceConfig
 
 

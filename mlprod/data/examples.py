@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from mlprod.features import sqlparts as sql
+from mlprod import sqlparts as sql
 
 TABLES = ("flights", "weather", "planes", "airlines", "airports")
 

@@ -7,8 +7,8 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
+from mlprod import sqlparts as sql
 from mlprod.errors import SourceError
-from mlprod.features import sqlparts as sql
 
 
 def _connect(url: str) -> Any:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlglot import exp
 
-from mlprod.features import sqlparts as sql
+from mlprod import sqlparts as sql
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.project.config import AggregateFeature
@@ -44,22 +44,32 @@ class CteSink(Protocol):
 
 @dataclass
 class AggregateGroup:
-    """Aggregates over one source, through the same keys and filter: they share their scans."""
+    """Aggregates over one source through the same keys: they share their scans and joins.
+
+    A feature's filter is folded into its value (``CASE WHEN filter THEN value END``), so
+    features with different filters still share one table of running totals.
+    """
 
     index: int
     source: str
     pairs: Pairs
-    filter: exp.Expr | None
     graph: FeatureGraph
     nodes: list[Node] = field(default_factory=list)
-    values: list[str] = field(default_factory=list)  # distinct value SQL, numbered __v0..
+    values: dict[str, exp.Expr] = field(default_factory=dict)  # distinct values: __v0, __v1..
 
     @property
     def prefix(self) -> str:
         return f"__agg_{self.index}"
 
+    def add(self, node: Node) -> None:
+        self.nodes.append(node)
+        value = effective_value(node)
+        if value is not None:
+            self.values.setdefault(value.sql(DIALECT), value)
+
     def value_index(self, node: Node) -> int:
-        return self.values.index(node.value.sql(DIALECT)) if node.value is not None else -1
+        value = effective_value(node)
+        return list(self.values).index(value.sql(DIALECT)) if value is not None else -1
 
     def _feature(self, node: Node) -> AggregateFeature:
         assert isinstance(node.feature, AggregateFeature)
@@ -77,13 +87,11 @@ class AggregateGroup:
             query.add(f"{self.prefix}_last{i}", self._latest_values(i))
 
     def _rows(self, select: exp.Select) -> exp.Select:
-        """Drop rows with a null key and rows the filter rejects."""
+        """Drop rows with a null key: they can never match a spine row."""
         for i in range(len(self.pairs)):
             select = select.where(
                 exp.not_(exp.Is(this=sql.col(self.pairs[i][1]), expression=exp.null()))
             )
-        if self.filter is not None:
-            select = select.where(exp.paren(self.filter.copy(), copy=False))
         return select
 
     def _base(self) -> exp.Select:
@@ -97,8 +105,7 @@ class AggregateGroup:
         return self._rows(select.where(exp.not_(exp.Is(this=at.copy(), expression=exp.null()))))
 
     def _parsed_values(self) -> list[exp.Expr]:
-        by_sql = {n.value.sql(DIALECT): n.value for n in self.nodes if n.value is not None}
-        return [by_sql[text].copy() for text in self.values]
+        return [value.copy() for value in self.values.values()]
 
     def _running_totals(self) -> exp.Select:
         keys = [sql.col(f"__k{i}") for i in range(len(self.pairs))]
@@ -213,9 +220,9 @@ class AggregateGroup:
                 )
             )
 
-        if node.value is None:
-            return exp.cast(window_total("__n"), exp.DataType.Type.BIGINT)
         i = self.value_index(node)
+        if i < 0:
+            return exp.cast(window_total("__n"), exp.DataType.Type.BIGINT)
         count, total, squares = (
             window_total(f"__c{i}"),
             window_total(f"__s{i}"),
@@ -284,19 +291,22 @@ class AggregateGroup:
         )
 
 
+def effective_value(node: Node) -> exp.Expr | None:
+    """What a feature aggregates: its value where its filter holds (None: count every row)."""
+    if node.filter is None:
+        return node.value
+    kept = node.value.copy() if node.value is not None else exp.Literal.number(1)
+    return exp.paren(sql.case_when(node.filter.copy(), kept), copy=False)
+
+
 def aggregate_groups(nodes: list[Node], graph: FeatureGraph) -> list[AggregateGroup]:
     """Group aggregate features that can share their scans of a source."""
-    groups: dict[tuple[str, Pairs, str], AggregateGroup] = {}
+    groups: dict[tuple[str, Pairs], AggregateGroup] = {}
     for node in nodes:
         feature = node.feature
         assert isinstance(feature, AggregateFeature)
-        pairs = tuple(feature.key_pairs())
-        filter_sql = node.filter.sql(DIALECT) if node.filter is not None else ""
-        key = (feature.source, pairs, filter_sql)
+        key = (feature.source, tuple(feature.key_pairs()))
         if key not in groups:
-            groups[key] = AggregateGroup(len(groups), feature.source, pairs, node.filter, graph)
-        group = groups[key]
-        group.nodes.append(node)
-        if node.value is not None and node.value.sql(DIALECT) not in group.values:
-            group.values.append(node.value.sql(DIALECT))
+            groups[key] = AggregateGroup(len(groups), key[0], key[1], graph)
+        groups[key].add(node)
     return list(groups.values())

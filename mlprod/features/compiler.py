@@ -21,7 +21,7 @@ from functools import partial
 
 from sqlglot import exp
 
-from mlprod.features import sqlparts as sql
+from mlprod import sqlparts as sql
 from mlprod.features.aggregates import AggregateGroup, aggregate_groups
 from mlprod.features.expressions import DIALECT, rewrite_columns
 from mlprod.features.graph import FeatureGraph, Node

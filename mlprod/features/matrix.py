@@ -20,11 +20,12 @@ import pyarrow as pa
 from rich.progress import Progress
 from sqlglot import exp
 
+from mlprod import sqlparts as sql
+from mlprod.data.baselines import check_null_rate_jump
 from mlprod.data.contracts import SourceProfile
 from mlprod.data.sources import connect, open_source
 from mlprod.data.types import type_family
 from mlprod.errors import FeatureError
-from mlprod.features import sqlparts as sql
 from mlprod.features.categorical import CategoryEncoder
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.graph import FeatureGraph, Node
@@ -104,6 +105,7 @@ def build_matrix(
             if progress and task is not None:
                 progress.update(task, description=f"reading source {name}")
             profiles[name] = open_source(con, folder, config, name)
+            check_null_rate_jump(folder / config.store, profiles[name], config.sources[name])
             if progress and task is not None:
                 progress.advance(task)
         if progress and task is not None:

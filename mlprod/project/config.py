@@ -94,6 +94,13 @@ class SourceConfig(Strict):
         description="When each row became known (UTC); defaults to `time`. A row is visible to a "
         "prediction at t only if available_at < t.",
     )
+    null_rate_jump: float | None = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Stop when a column's null rate rises by more than this since the last "
+        "accepted build (null: never).",
+    )
     description: str = ""
 
 

@@ -75,11 +75,19 @@ def _describe(error: Any, raw: dict[str, Any], file: str) -> str:
     if kind == "union_tag_not_found":
         return f"{file}: {key_path(loc)}: needs a 'kind' key ({error['ctx']['discriminator']})"
     if kind == "value_error":
-        message = str(error["ctx"]["error"])
+        return f"{file}: {key_path(loc)}: {error['ctx']['error']}"
     if kind == "string_pattern_mismatch":
         message = "must be a name of letters, digits and '_' that does not start with a digit"
         value = error.get("input")
         return f"{file}: {key_path(loc)}: invalid name {value!r}: {message}"
+    # pydantic says "Input should be ..."; say what was found, and the closest allowed value.
+    if message.startswith("Input should"):
+        message = "should" + message[len("Input should") :]
+    found = error.get("input")
+    if isinstance(found, str | int | float | bool) or found is None:
+        message += f", found {found!r}"
+    if kind == "literal_error" and isinstance(found, str):
+        message += did_you_mean(found, re.findall(r"'([^']*)'", error["ctx"]["expected"]))
     return f"{file}: {key_path(loc)}: {message}"
 
 
@@ -133,6 +141,8 @@ def _child_schema(schema: dict[str, Any], node: Any, part: Any, value: Any) -> A
         return node.get("items")
     if "properties" in node and part in node["properties"]:
         return node["properties"][part]
+    if "patternProperties" in node:  # dict[Identifier, Model]
+        return next(iter(node["patternProperties"].values()), None)
     return node.get("additionalProperties")
 
 

@@ -1,0 +1,46 @@
+"""Layers only point down: stages never import the shells, and earlier stages never later ones."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mlprod"
+# What each part of the package may import from mlprod (besides itself).
+ALLOWED = {
+    "errors": set(),
+    "sqlparts": set(),
+    "project": {"errors"},
+    "data": {"errors", "sqlparts", "project"},
+    "features": {"errors", "sqlparts", "project", "data"},
+    "api": {"errors", "sqlparts", "project", "data", "features"},
+    "cli": {"errors", "project", "api"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mlprod"):
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                found.add(parts[1])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("mlprod."))
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE),
+)
+def test_module_imports_only_lower_layers(path: Path) -> None:
+    relative = path.relative_to(PACKAGE)
+    layer = relative.parts[0].removesuffix(".py")
+    assert layer in ALLOWED, f"{relative}: new top-level part '{layer}' needs a place in ALLOWED"
+    illegal = _imports(path) - ALLOWED[layer] - {layer}
+    assert not illegal, f"{relative} imports {sorted(illegal)}, which sit above '{layer}'"
