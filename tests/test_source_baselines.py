@@ -43,8 +43,8 @@ def test_null_rate_jump_since_last_build_stops_the_run(
     baseline = project.store / "sources" / "planes.json"
     assert str(caught.value) == (
         f"source 'planes': column 'year' jumped from {before:.2%} to {after:.2%} null since "
-        f"the last accepted build (more than null_rate_jump 10.00%); fix the upstream data, or delete "
-        f"{baseline} to accept it"
+        "the last accepted build (more than null_rate_jump 10.00%); fix the upstream data, "
+        f"or delete {baseline} to accept it"
     )
     baseline.unlink()
     assert project.build_matrix(features=names).table.num_rows == 336_776

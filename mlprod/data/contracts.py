@@ -14,7 +14,7 @@ from sqlglot import exp
 
 from mlprod import sqlparts as sql
 from mlprod.data.types import accepts, type_family
-from mlprod.errors import ContractError, SourceError, did_you_mean
+from mlprod.errors import ContractError, SourceError, did_you_mean, one_of
 from mlprod.project.config import SourceConfig
 
 
@@ -37,10 +37,13 @@ def check_schema(
         if column not in found:
             renamed = did_you_mean(column, undeclared).replace("did you mean", "renamed to")
             hint = renamed or (
-                f" (columns not in the contract: {', '.join(undeclared[:5])})" if undeclared else ""
+                f" (columns the contract does not declare: {one_of(undeclared, 8)})"
+                if undeclared
+                else ""
             )
             raise ContractError(
-                f"source '{name}': column '{column}' is missing{hint}; the contract declares it"
+                f"source '{name}': column '{column}' is declared in the contract but missing from "
+                f"the data{hint}"
             )
         if names_only:
             continue
@@ -78,9 +81,7 @@ def profile_and_check(
     result = dict(zip([d[0] for d in cursor.description or []], row, strict=True))
     rows = int(result["__rows"])
     if rows == 0:
-        raise SourceError(
-            f"source '{name}' is empty: it has 0 rows; check {describe_location(source)}"
-        )
+        raise SourceError(f"source '{name}' is empty: {describe_location(source)} has 0 rows")
     null_rates: dict[str, float] = {}
     for i, column in enumerate(columns):
         contract = source.columns[column]
@@ -89,21 +90,29 @@ def profile_and_check(
         null_rates[column] = rate
         if nulls and not contract.nullable:
             raise ContractError(
-                f"source '{name}': column '{column}' has {nulls} null values ({rate:.2%} of "
-                f"{rows} rows), but the contract says nullable: false"
+                f"source '{name}': column '{column}' has {_count(nulls, 'null value')} "
+                f"({rate:.2%} of {rows} rows), but the contract says nullable: false"
             )
         if contract.max_null_rate is not None and rate > contract.max_null_rate:
             raise ContractError(
-                f"source '{name}': column '{column}' is {rate:.2%} null, above its "
-                f"max_null_rate of {contract.max_null_rate:.2%} (an upstream change?)"
+                f"source '{name}': column '{column}' is {rate:.2%} null ({nulls} of {rows} "
+                f"rows), above its max_null_rate of {contract.max_null_rate:.2%} "
+                "(an upstream change?)"
             )
-        if contract.categories is not None and int(result[f"__outside{i}"]):
+        outside = int(result.get(f"__outside{i}") or 0)
+        if contract.categories is not None and outside:
+            example = result[f"__example{i}"]
+            found = f"a value" if outside == 1 else f"{outside} values"
             raise ContractError(
-                f"source '{name}': column '{column}' has {result[f'__outside{i}']} values outside "
-                f"its categories, e.g. '{result[f'__example{i}']}'; add it to "
+                f"source '{name}': column '{column}' has {found} outside its categories "
+                f"({'' if outside == 1 else 'e.g. '}'{example}'); add it to "
                 f"sources.{name}.columns.{column}.categories if it is expected"
             )
     return SourceProfile(name, rows, types, null_rates)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def describe_location(source: SourceConfig) -> str:
