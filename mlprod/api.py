@@ -24,6 +24,7 @@ from mlprod.data.baselines import save_baselines
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.graph import FeatureGraph
 from mlprod.features.matrix import Matrix, build_matrix
+from mlprod.features.typecheck import check_types
 from mlprod.project.config import ProjectConfig
 from mlprod.project.loading import load_config
 
@@ -72,9 +73,12 @@ class Project:
         """The resolved features; building it checks every reference in the config."""
         return FeatureGraph.build(self.config)
 
-    def check(self) -> None:
-        """Validate the whole configuration without reading any data."""
-        _ = self.graph
+    def check(self) -> dict[str, str]:
+        """Validate the whole configuration without reading any data.
+
+        Returns each feature's SQL type, found by binding its query to the contracts' types.
+        """
+        return check_types(self.graph)
 
     @property
     def store(self) -> Path:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -57,7 +58,8 @@ def _user_errors(debug: bool) -> Iterator[None]:
     except MlprodError as exc:
         if debug:
             raise
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        for line in str(exc).splitlines():
+            errors.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -74,7 +76,9 @@ def config_check(project: ProjectDir = Path("."), debug: Debug = False) -> None:
     config = loaded.config
     console.print(
         f"[green]ok[/green] {project / 'mlprod.yaml'}: {len(config.sources)} sources, "
-        f"{len(config.features)} features"
+        f"{len(config.features)} features",
+        soft_wrap=True,
+        highlight=False,
     )
 
 
@@ -93,8 +97,12 @@ def features_build(
     """Build the point-in-time correct training matrix (Parquet plus a metadata file)."""
     loaded = _run(debug, lambda: Project.load(project))
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=errors, transient=as_json, disable=as_json) as progress:
-        summary = _run(debug, lambda: loaded.write_features(as_of, progress))
+    # Errors are reported after the progress display has closed, so they stand alone.
+    with (
+        _user_errors(debug),
+        Progress(*columns, console=errors, transient=True, disable=as_json) as progress,
+    ):
+        summary = loaded.write_features(as_of, progress)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
         return

@@ -99,14 +99,13 @@ def profile_and_check(
                 f"rows), above its max_null_rate of {contract.max_null_rate:.2%} "
                 "(an upstream change?)"
             )
-        outside = int(result.get(f"__outside{i}") or 0)
-        if contract.categories is not None and outside:
-            example = result[f"__example{i}"]
-            found = f"a value" if outside == 1 else f"{outside} values"
+        n_outside = int(result.get(f"__outside{i}") or 0)
+        if contract.categories is not None and n_outside:
+            example = ("" if n_outside == 1 else "e.g. ") + f"'{result[f'__example{i}']}'"
             raise ContractError(
-                f"source '{name}': column '{column}' has {found} outside its categories "
-                f"({'' if outside == 1 else 'e.g. '}'{example}'); add it to "
-                f"sources.{name}.columns.{column}.categories if it is expected"
+                f"source '{name}': column '{column}' has {_count(n_outside, 'value')} outside its "
+                f"categories ({example}); add it to sources.{name}.columns.{column}.categories "
+                "if it is expected"
             )
     return SourceProfile(name, rows, types, null_rates)
 

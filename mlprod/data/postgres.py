@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
-from mlprod.errors import SourceError
+from mlprod.errors import SourceError, did_you_mean, one_of
+
+# SQLSTATEs for "no such table" and "no such schema".
+_NO_TABLE = {"42P01", "3F000"}
 
 
 def _connect(url: str) -> Any:
@@ -27,11 +31,35 @@ def table_types(url: str, schema: str, table: str) -> dict[str, pa.DataType]:
     with _connect(url) as conn:
         try:
             arrow_schema = conn.adbc_get_table_schema(table, db_schema_filter=schema)
-        except Exception:
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) not in _NO_TABLE:
+                raise SourceError(
+                    f"cannot read the columns of '{schema}.{table}' from PostgreSQL at "
+                    f"{redact(url)}: {_first_line(exc)}"
+                ) from None
+            conn.rollback()
             raise SourceError(
                 f"PostgreSQL at {redact(url)} has no table '{schema}.{table}'"
+                f"{_table_hint(conn, schema, table)}"
             ) from None
     return {field.name: field.type for field in arrow_schema}
+
+
+def _table_hint(conn: Any, schema: str, table: str) -> str:
+    """`` (did you mean 'x'?)``, the schema's tables, or that the schema does not exist."""
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+            parameters=(schema,),
+        )
+        tables = [row[0] for row in cursor.fetchall()]
+        if tables:
+            return did_you_mean(table, tables) or f" (its tables: {one_of(tables)})"
+        cursor.execute(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1",
+            parameters=(schema,),
+        )
+        return "" if cursor.fetchall() else f" (there is no schema '{schema}')"
 
 
 def read_table(url: str, schema: str, table: str, columns: list[str]) -> pa.Table:
@@ -58,7 +86,8 @@ def write_table(url: str, schema: str, table: str, data: pa.Table) -> None:
 
 
 def redact(url: str) -> str:
-    """A URL without its password, for messages."""
+    """A URL without its password (in the userinfo or a ``password=`` parameter), for messages."""
+    url = _PASSWORD_PARAM.sub(r"\1***", url)
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         credentials, host = rest.rsplit("@", 1)
@@ -67,5 +96,11 @@ def redact(url: str) -> str:
     return url
 
 
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)[^&\s]*", re.IGNORECASE)
+# The driver's prefix ("IO: [libpq] Failed to connect: ") says nothing our message does not.
+_DRIVER_PREFIX = re.compile(r"^(?:[A-Z_]+: )?\[libpq\] (?:Failed to connect: )?")
+
+
 def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    return _DRIVER_PREFIX.sub("", text.splitlines()[0]) if text else type(exc).__name__

@@ -15,7 +15,7 @@ from sqlglot import exp
 from mlprod.data import postgres
 from mlprod.data.contracts import SourceProfile, check_schema, describe_location, profile_and_check
 from mlprod.data.examples import ensure_nycflights13
-from mlprod.errors import SourceError
+from mlprod.errors import SourceError, did_you_mean, one_of
 from mlprod.project.config import (
     CsvLocation,
     DuckDBLocation,
@@ -49,7 +49,12 @@ def open_source(
             _register_postgres(con, name, source, location)
         else:
             relation = _relation(con, folder, name, location)
-            relation.create_view(name, replace=True)
+            if isinstance(location, CsvLocation):
+                # Parsed once into a table: no re-parsing per reference, and real statistics
+                # for the optimizer (a CSV scan has none, and join plans suffer badly).
+                relation.to_table(name)
+            else:
+                relation.create_view(name, replace=True)
     except duckdb.Error as exc:
         raise SourceError(
             f"source '{name}': cannot read {describe_location(source)}: {str(exc).splitlines()[0]}"
@@ -78,15 +83,24 @@ def _relation(
             )
             con.execute(attach.sql("duckdb"))
         target = exp.table_(location.table, db=location.db_schema, catalog=catalog, quoted=True)
-        tables = con.execute(
-            "SELECT 1 FROM duckdb_tables() "
-            "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
-            [catalog, location.db_schema, location.table],
-        ).fetchall()
-        if not tables:
+        # Views are tables to the reader, so they count too.
+        tables = [
+            row[0]
+            for row in con.execute(
+                "SELECT table_name FROM duckdb_tables() "
+                "WHERE database_name = ? AND schema_name = ? "
+                "UNION ALL SELECT view_name FROM duckdb_views() "
+                "WHERE database_name = ? AND schema_name = ?",
+                [catalog, location.db_schema] * 2,
+            ).fetchall()
+        ]
+        if location.table not in tables:
+            hint = did_you_mean(location.table, tables) or (
+                f" (its tables: {one_of(tables)})" if tables else ""
+            )
             raise SourceError(
                 f"source '{name}': the DuckDB file '{location.path}' has no table "
-                f"'{location.db_schema}.{location.table}'"
+                f"'{location.db_schema}.{location.table}'{hint}"
             )
         return con.sql(exp.select("*").from_(target).sql("duckdb"))
     if isinstance(location, CsvLocation):
@@ -98,14 +112,22 @@ def _relation(
 def _register_postgres(
     con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, location: PostgresLocation
 ) -> None:
-    arrow_types = postgres.table_types(location.url, location.db_schema, location.table)
+    try:
+        arrow_types = postgres.table_types(location.url, location.db_schema, location.table)
+    except SourceError as exc:
+        raise SourceError(f"source '{name}': {exc}") from None
     # Check names before reading rows, so a renamed column fails fast and says so.
     check_schema(name, source, {c: str(t) for c, t in arrow_types.items()}, names_only=True)
-    table = postgres.read_table(
-        location.url, location.db_schema, location.table, list(source.columns)
-    )
+    try:
+        table = postgres.read_table(
+            location.url, location.db_schema, location.table, list(source.columns)
+        )
+    except SourceError as exc:
+        raise SourceError(f"source '{name}': {exc}") from None
+    # Copied into a DuckDB table: Arrow scans carry no statistics for the optimizer.
     con.register(f"__arrow_{name}", table)
-    con.table(f"__arrow_{name}").create_view(name, replace=True)
+    con.table(f"__arrow_{name}").to_table(name)
+    con.unregister(f"__arrow_{name}")
 
 
 def _column_types(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:
@@ -121,6 +143,6 @@ def _existing(folder: Path, path: str, name: str, glob: bool = False) -> Path:
         return full
     if not full.exists():
         raise SourceError(
-            f"source '{name}': file '{path}' does not exist (looked in {folder.resolve()})"
+            f"source '{name}': file '{path}' does not exist (looked for {full.resolve()})"
         )
     return full

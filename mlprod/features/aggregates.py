@@ -2,14 +2,15 @@
 
 Three strategies, chosen per function, all exact:
 
-* count, sum, mean, std are *decomposable*: running totals per key (count, sum, sum of squares)
-  ordered by availability time, read twice with ASOF joins, at ``t - lag`` and at
-  ``t - lag - window``; the window's value is the difference. Linear in the data, whatever
-  the window's density.
+* count: running row counts per key ordered by availability time, read twice with ASOF
+  joins, at ``t - lag`` and at ``t - lag - window``; the window's count is the difference.
+  Linear in the data, whatever the window's density, and exact because counts are integers.
+  (Sums are not done this way: a difference of two large float totals loses the digits of a
+  small window, so one huge old value would change every later window's sum.)
 * last: an ASOF join to the latest non-null value before ``t - lag``, kept if it is inside
   the window. Rows tied on availability time resolve to the largest value.
-* min, max, count_distinct: spine and source rows in one stream, with a RANGE window frame
-  ``[ts - window, ts - 1 microsecond]`` evaluated at the spine rows.
+* sum, mean, std, min, max, count_distinct: spine and source rows in one stream, with a
+  RANGE window frame ``[ts - window, ts - 1 microsecond]`` evaluated at the spine rows.
 
 An empty window gives 0 for count, count_distinct and sum, and NULL for the others; a spine
 row whose key is NULL sees an empty window.
@@ -32,8 +33,8 @@ from mlprod.project.config import AggregateFeature
 if TYPE_CHECKING:
     from mlprod.features.compiler import MatrixCompiler
 
-DECOMPOSABLE = frozenset({"count", "sum", "mean", "std"})
-FRAMED = frozenset({"min", "max", "count_distinct"})
+DECOMPOSABLE = frozenset({"count"})
+FRAMED = frozenset({"sum", "mean", "std", "min", "max", "count_distinct"})
 PREV = "__p"
 Pairs = tuple[tuple[str, str], ...]
 
@@ -107,26 +108,27 @@ class AggregateGroup:
     def _parsed_values(self) -> list[exp.Expr]:
         return [value.copy() for value in self.values.values()]
 
+    def _totals_needed(self) -> list[str]:
+        """The running counts the count features read: of rows (__n) or of values (__c<i>)."""
+        needed: set[str] = set()
+        for node in self.nodes:
+            function, i = self._feature(node).function, self.value_index(node)
+            if function in DECOMPOSABLE:
+                needed.add("__n" if i < 0 else f"__c{i}")
+        return sorted(needed)
+
     def _running_totals(self) -> exp.Select:
         keys = [sql.col(f"__k{i}") for i in range(len(self.pairs))]
-        per_time = self._base().select(sql.alias(exp.Count(this=exp.Star()), "__n"))
-        for i, value in enumerate(self._parsed_values()):
-            as_double = exp.cast(exp.paren(value, copy=False), exp.DataType.Type.DOUBLE)
-            per_time = per_time.select(
-                sql.alias(exp.Count(this=value.copy()), f"__c{i}"),
-                sql.alias(exp.Sum(this=as_double), f"__s{i}"),
-                sql.alias(
-                    exp.Sum(this=exp.Mul(this=as_double.copy(), expression=as_double.copy())),
-                    f"__q{i}",
-                ),
-            )
+        needed = self._totals_needed()
+        per_time = self._base()
+        for name in needed:
+            if name == "__n":
+                per_time = per_time.select(sql.alias(exp.Count(this=exp.Star()), name))
+                continue
+            value = self._parsed_values()[int(name[3:])]
+            per_time = per_time.select(sql.alias(exp.Count(this=value), name))
         per_time = per_time.group_by(*[k.copy() for k in keys], sql.col("__at"))
-        totals = [sql.alias(self._running(sql.col("__n"), keys), "__n")]
-        for i in range(len(self.values)):
-            for part in ("c", "s", "q"):
-                totals.append(
-                    sql.alias(self._running(sql.col(f"__{part}{i}"), keys), f"__{part}{i}")
-                )
+        totals = [sql.alias(self._running(sql.col(name), keys), name) for name in needed]
         return exp.select(*[k.copy() for k in keys], sql.col("__at"), *totals).from_(
             sql.subquery(per_time, "__per_time")
         )
@@ -210,49 +212,16 @@ class AggregateGroup:
         return select.join(sql.table(table, name), on=sql.and_all(condition), join_type="asof left")
 
     def _difference(self, node: Node, hi: str, lo: str) -> exp.Expr:
-        feature = self._feature(node)
-
-        def window_total(part: str) -> exp.Expr:
-            return exp.paren(
-                exp.Sub(
-                    this=sql.coalesce0(sql.col(part, hi)),
-                    expression=sql.coalesce0(sql.col(part, lo)),
-                )
-            )
-
+        """The count in the window: the running count at its end minus at its start."""
         i = self.value_index(node)
-        if i < 0:
-            return exp.cast(window_total("__n"), exp.DataType.Type.BIGINT)
-        count, total, squares = (
-            window_total(f"__c{i}"),
-            window_total(f"__s{i}"),
-            window_total(f"__q{i}"),
-        )
-        if feature.function == "count":
-            return exp.cast(count, exp.DataType.Type.BIGINT)
-        if feature.function == "sum":
-            return exp.cast(total, exp.DataType.Type.DOUBLE)
-        if feature.function == "mean":
-            ratio = exp.Div(this=total, expression=count)
-            return sql.case_when(exp.GT(this=count.copy(), expression=exp.Literal.number(0)), ratio)
-        # Sample standard deviation from the window's totals, floored at 0 against rounding.
-        numerator = exp.Sub(
-            this=squares,
-            expression=exp.Div(
-                this=exp.Mul(this=total, expression=total.copy()), expression=count.copy()
-            ),
-        )
-        variance = exp.Div(
-            this=exp.paren(numerator),
-            expression=exp.paren(exp.Sub(this=count.copy(), expression=exp.Literal.number(1))),
-        )
-        std = exp.func("sqrt", exp.func("greatest", variance, exp.Literal.number(0)))
-        return sql.case_when(exp.GT(this=count.copy(), expression=exp.Literal.number(1)), std)
+        part = "__n" if i < 0 else f"__c{i}"
+        end, start = sql.coalesce0(sql.col(part, hi)), sql.coalesce0(sql.col(part, lo))
+        return exp.cast(exp.Sub(this=end, expression=start), exp.DataType.Type.BIGINT)
 
     def _framed(
         self, previous: str, lag: timedelta, nodes: list[Node], compiler: MatrixCompiler
     ) -> exp.Select:
-        """min / max / count_distinct via one stream of source and spine rows per lag."""
+        """Framed aggregates via one stream of source and spine rows per lag."""
         values = self._parsed_values()
         rows = self._base().select(
             *[sql.alias(v, f"__v{i}") for i, v in enumerate(values)],
@@ -270,25 +239,34 @@ class AggregateGroup:
         for node in nodes:
             feature = self._feature(node)
             value = sql.col(f"__v{self.value_index(node)}")
-            function: exp.Expr
-            if feature.function == "min":
-                function = exp.Min(this=value)
-            elif feature.function == "max":
-                function = exp.Max(this=value)
-            else:
-                function = exp.Count(this=exp.Distinct(expressions=[value]))
+            function = _frame_function(feature.function, value)
             frame = sql.strictly_before(feature.window)
-            outputs.append(
-                sql.alias(
-                    sql.window(function, [k.copy() for k in keys], sql.col("__at"), frame),
-                    f"__f_{node.name}",
-                )
+            result: exp.Expr = sql.window(
+                function, [k.copy() for k in keys], sql.col("__at"), frame
             )
+            if feature.function == "sum":  # the sum of an empty window is 0
+                result = sql.coalesce0(result)
+            outputs.append(sql.alias(result, f"__f_{node.name}"))
         return (
             exp.select(*outputs)
             .from_(stream.subquery("__stream"))
             .qualify(exp.not_(exp.Is(this=sql.col("__row"), expression=exp.null())))
         )
+
+
+def _frame_function(function: str, value: exp.Expr) -> exp.Expr:
+    as_double = exp.cast(value.copy(), exp.DataType.Type.DOUBLE)
+    if function == "sum":
+        return exp.Sum(this=as_double)
+    if function == "mean":
+        return exp.Avg(this=as_double)
+    if function == "std":
+        return exp.StddevSamp(this=as_double)
+    if function == "min":
+        return exp.Min(this=value)
+    if function == "max":
+        return exp.Max(this=value)
+    return exp.Count(this=exp.Distinct(expressions=[value]))
 
 
 def effective_value(node: Node) -> exp.Expr | None:

@@ -298,21 +298,20 @@ class MatrixCompiler:
     ) -> tuple[exp.Select, list[exp.Expr]]:
         values = [sql.alias(n.value.copy(), f"__v{i}") for i, n in enumerate(members) if n.value]
         inner = self.source_select(source, pairs, timed=True).select(*values)
-        # Rows tied on (key, availability) are ordered by their values so the pick is deterministic.
-        tie_order = [
-            exp.Ordered(this=sql.col(f"__v{i}"), desc=True, nulls_first=False)
-            for i in range(len(members))
-        ]
-        rank = exp.Window(
-            this=exp.func("row_number"),
-            partition_by=[sql.col(f"__k{i}") for i in range(len(pairs))] + [sql.col("__at")],
-            order=exp.Order(expressions=tie_order),
-            over="OVER",
-        )
+        # Rows tied on (key, availability) resolve to the largest value, feature by feature,
+        # so a feature's value never depends on which other features are declared.
+        keys = [sql.col(f"__k{i}") for i in range(len(pairs))]
         deduped = (
-            exp.select("*")
+            exp.select(
+                *keys,
+                sql.col("__at"),
+                *[
+                    sql.alias(exp.Max(this=sql.col(f"__v{i}")), f"__v{i}")
+                    for i in range(len(members))
+                ],
+            )
             .from_(inner.subquery("__rows"))
-            .qualify(exp.EQ(this=rank, expression=exp.Literal.number(1)))
+            .group_by(*[k.copy() for k in keys], sql.col("__at"))
         )
         query.add(name, deduped)
         condition = [

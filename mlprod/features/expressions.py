@@ -25,8 +25,9 @@ def parse_expression(text: str, where: str) -> exp.Expr:
     try:
         parsed = sqlglot.parse(text, read=DIALECT)
     except ParseError as exc:
-        detail = exc.errors[0]["description"] if exc.errors else str(exc)
-        raise FeatureError(f"{where}: cannot parse expression '{text}': {detail}") from None
+        raise FeatureError(
+            f"{where}: cannot parse expression '{text}': {_parse_problem(exc)}"
+        ) from None
     if len(parsed) != 1 or parsed[0] is None:
         raise FeatureError(f"{where}: expected one expression, found '{text}'")
     tree = parsed[0]
@@ -52,6 +53,16 @@ def parse_expression(text: str, where: str) -> exp.Expr:
         if isinstance(tree, exp.Column | exp.Literal | exp.Paren)
         else exp.paren(tree, copy=False)
     )
+
+
+def _parse_problem(exc: ParseError) -> str:
+    """sqlglot's description, unless it speaks of its own classes rather than of SQL."""
+    error = exc.errors[0] if exc.errors else {}
+    description = str(error.get("description") or exc)
+    if "<class" in description or "Required keyword" in description:
+        description = "it is not complete SQL"
+    column = error.get("col")
+    return f"{description} (near character {column})" if column else description
 
 
 def column_names(tree: exp.Expr) -> list[str]:

@@ -158,6 +158,8 @@ class FeatureGraph:
             refs = column_names(tree)
             # A feature's own name in its expression means the spine column of that name.
             deps = [r for r in refs if r in names and r != feature.name]
+            if feature.name not in self.spine_columns:
+                visible.discard(feature.name)
             check_columns(tree, visible, where, "the spine (and the other features)")
             return tuple(deps)
         if feature.source not in self.config.sources:
@@ -191,7 +193,7 @@ class FeatureGraph:
         times = self.times[feature.source]
         if isinstance(feature, AsofFeature | AggregateFeature) and times.available_at is None:
             raise FeatureError(
-                f"{where}: {scope} has no time, so it cannot be used by a {feature.kind} feature; "
+                f"{where}: {scope} has no time, so it cannot be used by an {feature.kind} feature; "
                 f"declare sources.{feature.source}.time (or use a lookup)"
             )
         value = filter_ = None

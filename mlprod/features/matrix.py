@@ -24,11 +24,11 @@ from mlprod import sqlparts as sql
 from mlprod.data.baselines import check_null_rate_jump
 from mlprod.data.contracts import SourceProfile
 from mlprod.data.sources import connect, open_source
-from mlprod.data.types import type_family
 from mlprod.errors import FeatureError
 from mlprod.features.categorical import CategoryEncoder
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.graph import FeatureGraph, Node
+from mlprod.features.typecheck import check_types, duckdb_message
 from mlprod.project.config import ExprFeature, LookupFeature, ProjectConfig
 
 
@@ -97,6 +97,7 @@ def build_matrix(
     nodes = [graph.nodes[n] for n in wanted]
     read = [source for n in nodes if (source := _source_of(n))]
     needed = list(dict.fromkeys([config.spine.source, *read]))
+    check_types(graph)
     con = connect()
     try:
         task = progress.add_task("reading sources", total=len(needed)) if progress else None
@@ -110,12 +111,14 @@ def build_matrix(
                 progress.advance(task)
         if progress and task is not None:
             progress.update(task, description="sources read and checked")
-        _check_times(con, graph, needed)
         _check_lookups_unique(con, graph, nodes)
         compiler = MatrixCompiler(graph)
         events = _event_counts(con, compiler, as_of)
         query = compiler.training_query(as_of, wanted).sql("duckdb", identify=True)
-        table = _run(con, query, progress)
+        try:
+            table = _run(con, query, progress)
+        except duckdb.Error as exc:  # data-dependent failures, e.g. a cast of a bad value
+            raise FeatureError(f"computing the features failed: {duckdb_message(exc)}") from None
     finally:
         con.close()
     categories = {
@@ -159,33 +162,6 @@ def _run(con: duckdb.DuckDBPyConnection, query: str, progress: Progress | None) 
 
 def _source_of(node: Node) -> str | None:
     return None if isinstance(node.feature, ExprFeature) else node.feature.source
-
-
-def _check_times(con: duckdb.DuckDBPyConnection, graph: FeatureGraph, sources: list[str]) -> None:
-    """Times must be timestamps (or dates); say which expression is not."""
-    config = graph.config
-    checks: list[tuple[str, str, exp.Expr]] = [
-        (f"spine.{key}", config.spine.source, graph.spine_exprs[key])
-        for key in ("time", "label_available_at")
-    ]
-    for name in sources:
-        times = graph.times[name]
-        if times.available_at is not None:
-            key = "available_at" if config.sources[name].available_at else "time"
-            checks.append((f"sources.{name}.{key}", name, times.available_at))
-    for where, source, tree in checks:
-        probe = exp.select(tree.copy()).from_(sql.table(source)).limit(0)
-        try:
-            kind = str(con.sql(probe.sql("duckdb", identify=True)).types[0])
-        except duckdb.Error as exc:
-            raise FeatureError(
-                f"mlprod.yaml: {where}: '{tree.sql('duckdb')}' fails: {str(exc).splitlines()[0]}"
-            ) from None
-        if type_family(kind) not in ("timestamp", "date"):
-            raise FeatureError(
-                f"mlprod.yaml: {where}: '{tree.sql('duckdb')}' gives {kind}, "
-                "expected a timestamp (UTC)"
-            )
 
 
 def _check_lookups_unique(

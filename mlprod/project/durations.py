@@ -40,6 +40,8 @@ def parse_duration(text: object) -> timedelta:
         return text
     if isinstance(text, int | float) and not isinstance(text, bool) and text == 0:
         return timedelta(0)
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        raise ValueError(f"invalid duration {text!r}: a number needs a unit; write it {EXAMPLES}")
     if not isinstance(text, str):
         raise ValueError(f"invalid duration {text!r}: expected a string {EXAMPLES}")
     match = _PATTERN.match(text)

@@ -43,8 +43,9 @@ def parse_config(raw: dict[str, Any], file: str = CONFIG_FILE) -> ProjectConfig:
     try:
         return ProjectConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(error, raw, file) for error in exc.errors()[:5]]
-        more = len(exc.errors()) - len(lines)
+        errors = _drop_misspelt_missing(exc.errors(), raw)
+        lines = [_describe(error, raw, file) for error in errors[:5]]
+        more = len(errors) - len(lines)
         if more > 0:
             lines.append(f"... and {more} more problems")
         raise ConfigError("\n".join(dict.fromkeys(lines))) from None
@@ -58,8 +59,26 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return text
 
 
+def _location(error: Any) -> tuple[int | str, ...]:
+    """The error's location in the file, without the union tags pydantic adds."""
+    loc = error["loc"]
+    return tuple(part for i, part in enumerate(loc) if not _is_tag(loc, i))
+
+
+def _drop_misspelt_missing(errors: list[Any], raw: dict[str, Any]) -> list[Any]:
+    """Leave out "required, but missing" for a key that is there, misspelt (said once)."""
+    meant: set[tuple[int | str, ...]] = set()
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            *parent, key = _location(error)
+            hint = did_you_mean(str(key), _allowed_keys(raw, tuple(parent)))
+            if hint:
+                meant.add((*parent, hint.split("'")[1]))
+    return [e for e in errors if e["type"] != "missing" or _location(e) not in meant]
+
+
 def _describe(error: Any, raw: dict[str, Any], file: str) -> str:
-    loc = tuple(p for p in error["loc"] if p not in _TAGS or not _is_tag(error["loc"], p))
+    loc = _location(error)
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
         *parent, key = loc
@@ -91,9 +110,14 @@ def _describe(error: Any, raw: dict[str, Any], file: str) -> str:
     return f"{file}: {key_path(loc)}: {message}"
 
 
-def _is_tag(loc: tuple[Any, ...], part: Any) -> bool:
-    index = loc.index(part)
-    return index > 0 and (isinstance(loc[index - 1], int) or loc[index - 1] == "from")
+def _is_tag(loc: tuple[Any, ...], index: int) -> bool:
+    # By position: in ('features', 0, 'expr', 'expr') the first 'expr' is the tag, the second
+    # is the feature's `expr` key.
+    return (
+        loc[index] in _TAGS
+        and index > 0
+        and (isinstance(loc[index - 1], int) or loc[index - 1] == "from")
+    )
 
 
 def _allowed_keys(raw: dict[str, Any], parent: tuple[Any, ...]) -> list[str]:

@@ -1,0 +1,114 @@
+"""Bind every feature's SQL against the contracts' column types, reading no data.
+
+Empty tables with the declared column types stand in for the sources, and DuckDB binds the
+compiled query of each feature against them. An unknown function, a type mismatch or a
+time that is not a timestamp is found by ``mlprod config check`` in milliseconds, instead
+of halfway through a build, and each feature's output type is known up front.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+from sqlglot import exp
+
+from mlprod import sqlparts as sql
+from mlprod.data.types import type_family
+from mlprod.errors import FeatureError
+from mlprod.features.compiler import MatrixCompiler
+from mlprod.features.graph import FeatureGraph
+from mlprod.project.config import AggregateFeature, ColumnType
+
+SQL_TYPES: dict[ColumnType, str] = {
+    "int": "BIGINT",
+    "float": "DOUBLE",
+    "string": "VARCHAR",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMP",
+    "date": "DATE",
+}
+NUMERIC_FUNCTIONS = frozenset({"sum", "mean", "std"})
+_PROBE_TIME = datetime(9999, 1, 1)
+
+
+def check_types(graph: FeatureGraph) -> dict[str, str]:
+    """Check all expressions and features; return each feature's SQL type."""
+    con = duckdb.connect()
+    try:
+        _create_empty_sources(con, graph)
+        _check_times(con, graph)
+        compiler = MatrixCompiler(graph)
+        types: dict[str, str] = {}
+        for name, node in graph.nodes.items():  # dependency order: a broken input is named first
+            feature = node.feature
+            if isinstance(feature, AggregateFeature) and feature.function in NUMERIC_FUNCTIONS:
+                assert node.value is not None
+                found = _type_of(con, feature.source, node.value, f"feature '{name}'")
+                if type_family(found) not in ("int", "float", "bool"):
+                    raise FeatureError(
+                        f"feature '{name}': function '{feature.function}' needs a number, but "
+                        f"value '{feature.value}' is {found}"
+                    )
+            query = compiler.training_query(_PROBE_TIME, [name]).sql("duckdb", identify=True)
+            try:
+                relation = con.sql(query)
+            except duckdb.Error as exc:
+                raise FeatureError(f"feature '{name}': {duckdb_message(exc)}") from None
+            types[name] = str(relation.types[relation.columns.index(name)])
+        return types
+    finally:
+        con.close()
+
+
+def duckdb_message(exc: duckdb.Error) -> str:
+    """DuckDB's first line (and its "Did you mean" hint), without the query excerpt."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    hints = [line for line in lines[1:] if line.lower().startswith("did you mean")]
+    return " ".join(lines[:1] + hints[:1])
+
+
+def _create_empty_sources(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
+    for name, source in graph.config.sources.items():
+        columns = [
+            exp.ColumnDef(
+                this=exp.to_identifier(column, quoted=True),
+                kind=exp.DataType.build(SQL_TYPES[contract.type], dialect="duckdb"),
+            )
+            for column, contract in source.columns.items()
+        ]
+        schema = exp.Schema(this=sql.table(name), expressions=columns)
+        con.execute(exp.Create(this=schema, kind="TABLE").sql("duckdb"))
+
+
+def _type_of(con: duckdb.DuckDBPyConnection, source: str, tree: exp.Expr, where: str) -> str:
+    probe = exp.select(tree.copy()).from_(sql.table(source)).limit(0)
+    try:
+        return str(con.sql(probe.sql("duckdb", identify=True)).types[0])
+    except duckdb.Error as exc:
+        raise FeatureError(f"{where}: {duckdb_message(exc)}") from None
+
+
+def _check_times(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
+    """Prediction, label and availability times must be timestamps (or dates)."""
+    config = graph.config
+    checks: list[tuple[str, str, str, exp.Expr]] = []
+    for key in ("time", "label_available_at"):
+        text = getattr(config.spine, key)
+        checks.append((f"spine.{key}", config.spine.source, text, graph.spine_exprs[key]))
+    for name, declared in config.sources.items():
+        for key in ("time", "available_at"):
+            text = getattr(declared, key)
+            if text is not None:
+                tree = graph.times[name].time if key == "time" else graph.times[name].available_at
+                assert tree is not None
+                checks.append((f"sources.{name}.{key}", name, text, tree))
+    for where, source, text, tree in checks:
+        found = _type_of(con, source, tree, f"mlprod.yaml: {where}")
+        if type_family(found) not in ("timestamp", "date"):
+            raise FeatureError(
+                f"mlprod.yaml: {where}: '{text}' gives {found}, expected a timestamp (UTC)"
+            )
+    for key in ("label", "filter"):
+        if key in graph.spine_exprs:
+            _type_of(con, config.spine.source, graph.spine_exprs[key], f"mlprod.yaml: spine.{key}")

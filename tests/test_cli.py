@@ -1,0 +1,148 @@
+"""The ``mlprod`` command, run in-process on a copy of the flights example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import copy_example
+from typer.testing import CliRunner, Result
+
+from mlprod.cli import app
+from mlprod.errors import ConfigError
+
+runner = CliRunner()
+
+
+def mlprod(*args: str | Path) -> Result:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def example(tmp_path: Path, flights_db: Path) -> Path:
+    """The flights example in a temporary folder, seeing the session's nycflights13 data."""
+    folder = copy_example(tmp_path)
+    (folder / "data").mkdir()
+    (folder / "data" / "nycflights13.duckdb").symlink_to(flights_db)
+    return folder
+
+
+def rewrite(folder: Path, change: Any) -> dict[str, Any]:
+    """Load the folder's mlprod.yaml, let ``change`` edit it, and write it back."""
+    config: dict[str, Any] = yaml.safe_load((folder / "mlprod.yaml").read_text())
+    change(config)
+    (folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
+
+
+def assert_one_error_line(result: Result, message: str) -> None:
+    """Our errors are one line on stderr, exit code 2, and no traceback."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    assert result.stderr == f"error: {message}\n"
+    assert "Traceback" not in result.output
+
+
+def test_config_check_ok(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    features = len(yaml.safe_load((example / "mlprod.yaml").read_text())["features"])
+    monkeypatch.chdir(example.parent)
+    result = mlprod("config", "check", "--project", example.name)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"ok {example.name}/mlprod.yaml: 4 sources, {features} features\n"
+    assert result.stderr == ""
+
+
+def test_config_check_in_the_current_folder(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(example)
+    result = mlprod("config", "check")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok mlprod.yaml: 4 sources, ")
+
+
+def test_config_error_is_one_line(example: Path) -> None:
+    def misspell(config: dict[str, Any]) -> None:
+        config["features"][-1]["source"] = "flight"
+
+    config = rewrite(example, misspell)
+    n = len(config["features"]) - 1
+    result = mlprod("config", "check", "--project", example)
+    assert_one_error_line(
+        result,
+        f"mlprod.yaml: features[{n}].source: unknown source 'flight' (did you mean 'flights'?)",
+    )
+
+
+def test_missing_project_is_one_line(tmp_path: Path) -> None:
+    result = mlprod("config", "check", "-p", tmp_path / "nowhere")
+    assert_one_error_line(
+        result,
+        f"{tmp_path / 'nowhere'}: no mlprod.yaml here; run mlprod in a project folder or pass "
+        "--project DIR",
+    )
+
+
+def test_data_error_during_build_is_one_line(example: Path) -> None:
+    rewrite(example, lambda c: c["sources"]["planes"]["from"].update(table="plane"))
+    result = mlprod("features", "build", "--project", example, "--json")
+    assert_one_error_line(
+        result,
+        "source 'planes': the DuckDB file 'data/nycflights13.duckdb' has no table 'main.plane' "
+        "(did you mean 'planes'?)",
+    )
+
+
+def test_debug_shows_the_exception(example: Path) -> None:
+    rewrite(example, lambda c: c["spine"].update(source="flight"))
+    result = mlprod("config", "check", "--project", example, "--debug")
+    assert result.exit_code == 1
+    assert isinstance(result.exception, ConfigError)
+    assert str(result.exception) == (
+        "mlprod.yaml: spine.source: unknown source 'flight' (did you mean 'flights'?)"
+    )
+
+
+def test_features_build_json(example: Path) -> None:
+    result = mlprod("features", "build", "--project", example, "--as-of", "2014-06-01", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    assert {"rows", "columns", "seconds", "path"} <= set(summary)
+    features = len(yaml.safe_load((example / "mlprod.yaml").read_text())["features"])
+    assert summary["rows"] == 336_776
+    assert summary["columns"] == 4 + features  # flight_id, prediction_time, label, its time
+    assert isinstance(summary["seconds"], float) and summary["seconds"] > 0
+    path = Path(summary["path"])
+    assert path.is_file() and path.is_relative_to(example / ".mlprod")
+
+
+def test_features_sql(example: Path) -> None:
+    result = mlprod("features", "sql", "origin_delayed_3h", "--project", example)
+    assert result.exit_code == 0, result.output
+    assert "ASOF" in result.stdout
+    assert '"origin_delayed_3h"' in result.stdout
+    # Only what the feature needs: no other feature's SQL.
+    assert "origin_departures_3h" not in result.stdout
+
+
+def test_features_sql_unknown_feature(example: Path) -> None:
+    result = mlprod("features", "sql", "origin_delayed_3", "--project", example)
+    assert_one_error_line(
+        result, "unknown feature 'origin_delayed_3' (did you mean 'origin_delayed_3h'?)"
+    )
+
+
+def test_config_schema() -> None:
+    result = mlprod("config", "schema")
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "mlprod.yaml"
+    assert {"sources", "features", "spine"} <= set(schema["properties"])
+    assert {"name", "sources", "spine", "features"} <= set(schema["required"])
+    # The source location is spelt `from` in the file, and the schema says so.
+    assert "from" in schema["$defs"]["SourceConfig"]["properties"]

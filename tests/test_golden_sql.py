@@ -1,0 +1,36 @@
+"""The compiled SQL of representative features, kept readable in golden files.
+
+A change to the compiler shows up here as a diff a reviewer can read. To accept new output:
+``MLPROD_UPDATE_GOLDEN=1 pytest tests/test_golden_sql.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mlprod import Project
+
+GOLDEN = Path(__file__).parent / "golden"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flights"
+
+
+@pytest.mark.parametrize(
+    "feature",
+    [
+        "plane_age",
+        "origin_temp",
+        "origin_delayed_3h",
+        "origin_max_delay_3h",
+        "flight_last_delay_7d",
+    ],
+)
+def test_compiled_sql_matches_golden_file(feature: str) -> None:
+    sql = Project.load(EXAMPLE).feature_sql(feature) + "\n"
+    path = GOLDEN / f"{feature}.sql"
+    if os.environ.get("MLPROD_UPDATE_GOLDEN"):
+        path.write_text(sql)
+    assert path.exists(), f"no golden file {path.name}; run with MLPROD_UPDATE_GOLDEN=1"
+    assert sql == path.read_text()
