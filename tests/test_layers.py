@@ -15,8 +15,12 @@ ALLOWED = {
     "project": {"errors"},
     "data": {"errors", "sqlparts", "project"},
     "features": {"errors", "sqlparts", "project", "data"},
-    "api": {"errors", "sqlparts", "project", "data", "features"},
-    "cli": {"errors", "project", "api"},
+    "evaluate": {"errors", "project"},
+    "train": {"errors", "sqlparts", "project", "data", "features", "evaluate", "artefact"},
+    "artefact": {"errors", "train"},
+    "registry": {"errors", "artefact"},
+    "api": {"errors", "sqlparts", "project", "data", "features", "train", "evaluate", "artefact", "registry"},
+    "cli": {"errors", "project", "api", "artefact", "registry"},
 }
 
 

@@ -10,27 +10,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import ConfigDict, Field
 
-from mlprod.project.durations import EXAMPLES, format_duration, parse_duration
+from mlprod.project.base import Duration, Expression, Identifier, Strict
+from mlprod.project.training import TrainConfig
 
-IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
-Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
-Expression = Annotated[str, Field(min_length=1, description="A DuckDB SQL expression.")]
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema(
-        {"type": "string", "description": f"A duration, {EXAMPLES}.", "examples": ["7d"]}
-    ),
-]
 ColumnType = Literal["int", "float", "string", "bool", "timestamp", "date"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 # --- sources -------------------------------------------------------------------------------
 
@@ -218,3 +203,4 @@ class ProjectConfig(Strict):
     sources: dict[Identifier, SourceConfig] = Field(min_length=1)
     spine: SpineConfig
     features: list[Feature] = Field(min_length=1)
+    train: TrainConfig | None = Field(None, description="Training, tuning and registration.")

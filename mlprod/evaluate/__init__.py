@@ -1,0 +1,1 @@
+"""Evaluation: how good a model's scores are, with honest intervals, and a report for people."""

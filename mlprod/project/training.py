@@ -1,0 +1,129 @@
+"""The ``train:`` section of mlprod.yaml: splits, candidate models, tuning and business value."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from mlprod.project.base import Duration, Identifier, Strict
+
+
+class OutOfTimeSplit(Strict):
+    """Train, then a gap, validation, a gap, and the test window: the default and the honest one.
+
+    Each window holds the events whose prediction time falls in it; an event is used for
+    training (or validation) only if its label was known before the next window starts.
+    """
+
+    method: Literal["out_of_time"] = "out_of_time"
+    train_start: datetime | None = Field(None, description="First prediction time to train on.")
+    train_end: datetime = Field(description="Training events are before this time.")
+    valid_end: datetime = Field(description="Validation events are before this time.")
+    test_end: datetime | None = Field(None, description="Test events are before this time.")
+    gap: Duration = Field(timedelta(0), description="Left out between consecutive windows.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutOfTimeSplit:
+        bounds = [("train_end", self.train_end), ("valid_end", self.valid_end)]
+        if self.train_start is not None:
+            bounds.insert(0, ("train_start", self.train_start))
+        if self.test_end is not None:
+            bounds.append(("test_end", self.test_end))
+        for (a, first), (b, second) in pairwise(bounds):
+            if first + (self.gap if a != "train_start" else timedelta(0)) >= second:
+                raise ValueError(
+                    f"{b} ({second:%Y-%m-%d %H:%M}) must come after {a} ({first:%Y-%m-%d %H:%M})"
+                    + (" plus the gap" if a != "train_start" else "")
+                    + "; the windows would overlap"
+                )
+        return self
+
+
+class RandomSplit(Strict):
+    """A random (stratified) split, for data whose rows do not depend on time."""
+
+    method: Literal["random"]
+    valid_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    stratify: bool = True
+    seed: int = 0
+
+
+ModelKind = Literal["lightgbm", "logistic", "random_forest", "svm", "mlp"]
+
+
+class SearchRange(Strict):
+    """A tuning range: numbers between ``low`` and ``high`` (``log`` for scale parameters)."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+class ModelSpec(Strict):
+    """One candidate model: a kind, fixed parameters and the ranges to tune."""
+
+    kind: ModelKind
+    name: Identifier | None = Field(None, description="Defaults to the kind.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, SearchRange | list[Any]] = Field(
+        default_factory=dict, description="Ranges or lists of choices that tuning explores."
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class TuningConfig(Strict):
+    trials: int = Field(10, ge=1, description="Trials per candidate model.")
+    timeout: Duration | None = Field(None, description="Wall-time budget per candidate model.")
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int = 0
+
+
+class EnsembleConfig(Strict):
+    top: int = Field(3, ge=2, description="How many of the best candidates to combine.")
+    methods: tuple[Literal["average", "stacking"], ...] = ("average",)
+
+
+class ValueConfig(Strict):
+    """What each outcome is worth, to choose the decision threshold. All four are required:
+    an outcome left out would silently count as worth nothing."""
+
+    tp: float = Field(description="Acting on a row that turns out positive.")
+    fp: float = Field(description="Acting on a row that turns out negative.")
+    fn: float = Field(description="Not acting on a row that turns out positive.")
+    tn: float = Field(description="Not acting on a row that turns out negative.")
+    currency: str = ""
+
+    @model_validator(mode="after")
+    def _informative(self) -> ValueConfig:
+        if self.tp - self.fn == 0 and self.tn - self.fp == 0:
+            raise ValueError(
+                "the value matrix makes every threshold worth the same; give tp, fp, fn or tn "
+                "a value (e.g. tp: 300, fp: -100)"
+            )
+        return self
+
+
+class TrainConfig(Strict):
+    """How models are trained, chosen and registered."""
+
+    split: OutOfTimeSplit | RandomSplit = Field(discriminator="method")
+    models: list[ModelSpec] = Field(min_length=1)
+    tuning: TuningConfig = TuningConfig()
+    ensemble: EnsembleConfig | None = None
+    value: ValueConfig | None = None
+    calibration: Literal["auto", "isotonic", "sigmoid", "none"] = "auto"
+    registry_name: Identifier | None = Field(None, description="Defaults to the project name.")
+    tracking_uri: str | None = Field(
+        None,
+        description="Any MLflow tracking URI; default: a SQLite store inside the project store "
+        "(or MLFLOW_TRACKING_URI).",
+    )
+    seed: int = 0

@@ -1,0 +1,117 @@
+"""What every registry operation shares: clients, the SQLite default, and MLflow's global state.
+
+MLflow is imported inside the functions: ``import mlflow`` takes over a second, and commands that
+never touch the registry should not pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from mlprod.errors import RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# The name of the artefact directory among the pyfunc model's artifacts, and the default loader.
+ARTEFACT_KEY = "artefact"
+DEFAULT_LOADER = "mlprod.artefact:load_artefact"
+# The model's path inside its run (MLflow 3 calls it the logged model's ``name``).
+MODEL_NAME_IN_RUN = "model"
+
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def client_for(uri: str) -> MlflowClient:
+    """A client for the tracking store and model registry at ``uri`` (no global state)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, or None for any other kind of store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path else None
+
+
+def store_is_missing(uri: str) -> bool:
+    """True for a SQLite store whose file does not exist yet (reading must not create it)."""
+    path = sqlite_path(uri)
+    return path is not None and not path.exists()
+
+
+def mlflow_failed(uri: str, action: str, exc: Exception) -> NoReturn:
+    """Re-raise an MLflow failure as one line a person can act on."""
+    message = str(getattr(exc, "message", exc)).strip().splitlines()
+    first = message[0] if message else type(exc).__name__
+    raise RegistryError(f"MLflow at {uri} could not {action}: {first}") from exc
+
+
+def error_code(exc: Exception) -> str:
+    """MLflow's error code of an exception (``RESOURCE_DOES_NOT_EXIST``, ...), or ''."""
+    return str(getattr(exc, "error_code", ""))
+
+
+@contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (runs, ``models:/`` URIs) at ``uri`` for a block.
+
+    Restores exactly what was there before, including the ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_REGISTRY_URI`` environment variables, which ``mlflow.set_tracking_uri`` overwrites
+    (and MLflow's own ``_use_tracking_uri`` unsets on exit).
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_environment = {name: os.environ.get(name) for name in _URI_VARIABLES}
+    saved_tracking = tracking_utils._tracking_uri
+    saved_registry = registry_utils._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)  # type: ignore[arg-type]
+        mlflow.set_registry_uri(saved_registry)  # type: ignore[arg-type]
+        for name, value in saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def quiet_mlflow(logger: str = "mlflow", prefixes: tuple[str, ...] = ()) -> Iterator[None]:
+    """Hide MLflow's artifact progress bars, and the lines of ``logger`` that start with
+    ``prefixes`` (a logger's filter sees only the records logged on it, so name the emitter)."""
+    saved = os.environ.get(_PROGRESS_BAR_VARIABLE)
+    os.environ[_PROGRESS_BAR_VARIABLE] = "false"
+    noise = _DropLines(prefixes)
+    logging.getLogger(logger).addFilter(noise)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger).removeFilter(noise)
+        if saved is None:
+            os.environ.pop(_PROGRESS_BAR_VARIABLE, None)
+        else:
+            os.environ[_PROGRESS_BAR_VARIABLE] = saved
+
+
+class _DropLines(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)

@@ -1,0 +1,1 @@
+"""Training: splits, encoders, candidate models, tuning, ensembles, threshold and calibration."""

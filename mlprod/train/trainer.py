@@ -1,0 +1,217 @@
+"""The training run: split, fit candidates, calibrate, choose the threshold, test once, save.
+
+The order is the point: every choice (model, parameters, calibration, threshold) is made on
+validation rows, and the test window is opened once, at the end, for the final numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from rich.progress import Progress
+
+from mlprod.artefact import library_versions, save_artefact
+from mlprod.errors import TrainError
+from mlprod.evaluate.metrics import compare_to_baseline
+from mlprod.evaluate.report import ReportData, Scores, render_report
+from mlprod.features.graph import FeatureGraph
+from mlprod.features.matrix import Matrix
+from mlprod.project.config import ExprFeature, ProjectConfig
+from mlprod.project.training import ModelSpec, TrainConfig
+from mlprod.train.calibration import choose_calibration
+from mlprod.train.candidates import Candidate, fit_candidates, labels
+from mlprod.train.pipeline import FittedPipeline, reference_statistics
+from mlprod.train.splits import split_matrix
+from mlprod.train.value import choose_threshold
+
+BASELINE = "baseline_raw_columns"
+
+
+@dataclass
+class TrainedModel:
+    """What a training run produced, before registration."""
+
+    pipeline: FittedPipeline
+    artefact: Path
+    metrics: dict[str, Any]
+    leaderboard: list[dict[str, Any]]
+    params: dict[str, Any]
+    tags: dict[str, str]
+
+
+def train_pipeline(
+    config: ProjectConfig,
+    graph: FeatureGraph,
+    matrix: Matrix,
+    store: Path,
+    progress: Progress | None = None,
+) -> TrainedModel:
+    """Train, choose and evaluate; write the artefact under ``store/models``."""
+    train_config = config.train
+    if train_config is None:
+        raise TrainError("mlprod.yaml has no 'train' section; add one to train a model")
+    split = split_matrix(matrix.table, train_config.split)
+    features = list(matrix.features)
+    categorical = {
+        n.name: n.feature.categorical
+        for n in graph.nodes.values()
+        if n.feature.categorical is not None and n.name in features
+    }
+    candidates = fit_candidates(
+        config.name, train_config, features, categorical, split.train, split.valid, store, progress
+    )
+    best = candidates[0]
+    y_valid = labels(split.valid)
+    calibrator = choose_calibration(
+        y_valid, best.valid_scores, train_config.calibration, train_config.seed
+    )
+    valid_scores = (
+        calibrator.transform(best.valid_scores) if calibrator is not None else best.valid_scores
+    )
+    threshold = 0.5
+    if train_config.value is not None:
+        threshold, _ = choose_threshold(y_valid, valid_scores, train_config.value)
+    baseline = _baseline(
+        config.name, train_config, graph, features, split.train, split.valid, store
+    )
+
+    test = split.test.open("final evaluation")
+    y_test = labels(test)
+    pipeline = FittedPipeline(
+        project=config.name,
+        definitions=config.model_dump(mode="json", by_alias=True, exclude={"train"}),
+        features=features,
+        encoder=best.encoder,
+        model=best.model,
+        model_name=best.name,
+        calibrator=calibrator,
+        threshold=threshold,
+        reference=reference_statistics(split.train, features, valid_scores),
+    )
+    test_scores = pipeline.predict_proba(test)
+    baseline_scores = baseline.model.predict_proba(baseline.encoder.transform(test))
+    lineage = _lineage(config, matrix, split.summary, train_config)
+    pipeline.lineage = lineage
+    leaderboard = [c.row() for c in candidates]
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report.html"
+        metrics = render_report(
+            ReportData(
+                model_name=f"{config.name} ({best.name})",
+                version=None,
+                created=datetime.now(UTC),
+                datasets={k: v for k, v in split.summary.items() if isinstance(v, dict)},
+                chosen=best.name,
+                validation=Scores(y_valid, valid_scores),
+                test=Scores(y_test, test_scores),
+                threshold=threshold,
+                value=train_config.value,
+                importance=best.model.importance(best.encoder.columns_),
+                leaderboard=leaderboard,
+                baseline=compare_to_baseline(
+                    y_test,
+                    test_scores,
+                    baseline_scores,
+                    name=f"LightGBM on the spine's own columns "
+                    f"({len(baseline.encoder.features)} features)",
+                    seed=train_config.seed,
+                    split="test",
+                ),
+                notes=[],
+            ),
+            report,
+        )
+        metrics_path = Path(scratch) / "metrics.json"
+        metrics_path.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        artefact = store / "models" / (train_config.registry_name or config.name) / stamp
+        save_artefact(pipeline, artefact, {"report.html": report, "metrics.json": metrics_path})
+    params = {
+        "model": best.name,
+        "threshold": threshold,
+        "calibration": getattr(calibrator, "method_", "none"),
+        **{f"{best.name}.{k}": v for k, v in best.model.params.items()},
+    }
+    tags = {key: str(value) for key, value in lineage.items() if not isinstance(value, dict)}
+    return TrainedModel(pipeline, artefact, metrics, leaderboard, params, tags)
+
+
+def _baseline(
+    project: str,
+    config: TrainConfig,
+    graph: FeatureGraph,
+    features: list[str],
+    train: pa.Table,
+    valid: pa.Table,
+    store: Path,
+) -> Candidate:
+    """LightGBM on the row expressions of the spine alone: no lookups, as-of joins or aggregates."""
+    raw = [
+        name
+        for name in features
+        if isinstance(graph.nodes[name].feature, ExprFeature) and not graph.nodes[name].deps
+    ]
+    if not raw:
+        raise TrainError("the baseline needs at least one row-expression feature of the spine")
+    categorical = {n: spec for n in raw if (spec := graph.nodes[n].feature.categorical) is not None}
+    baseline = config.model_copy(
+        update={"models": [ModelSpec(kind="lightgbm", name=BASELINE)], "tuning": config.tuning}
+    )
+    return fit_candidates(project, baseline, raw, categorical, train, valid, store)[0]
+
+
+def matrix_fingerprint(table: pa.Table) -> str:
+    """A hash of the training matrix, insensitive to the last bits of float sums.
+
+    Window sums are added in parallel, in an order that can change between runs; floats are
+    hashed as float32 so that run-to-run rounding does not change the fingerprint.
+    """
+    digest = hashlib.sha256()
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_floating(column.type):
+            digest.update(np.asarray(column.to_numpy(zero_copy_only=False), np.float32).tobytes())
+        else:
+            hashed = pd.util.hash_pandas_object(column.to_pandas(), index=False)
+            digest.update(hashed.to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _lineage(
+    config: ProjectConfig, matrix: Matrix, summary: dict[str, Any], train: TrainConfig
+) -> dict[str, Any]:
+    config_json = json.dumps(config.model_dump(mode="json", by_alias=True), sort_keys=True)
+    schemas = {
+        name: hashlib.sha256(json.dumps(p.types, sort_keys=True).encode()).hexdigest()[:16]
+        for name, p in matrix.sources.items()
+    }
+    return {
+        "config_hash": hashlib.sha256(config_json.encode()).hexdigest()[:16],
+        "data_fingerprint": matrix_fingerprint(matrix.table),
+        "source_schemas": schemas,
+        "as_of": matrix.as_of.isoformat(),
+        "git_commit": _git_commit(),
+        "seed": train.seed,
+        "libraries": library_versions(),
+        "splits": summary,
+    }
+
+
+def _git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
