@@ -19,7 +19,17 @@ ALLOWED = {
     "train": {"errors", "sqlparts", "project", "data", "features", "evaluate", "artefact"},
     "artefact": {"errors", "train"},
     "registry": {"errors", "artefact"},
-    "api": {"errors", "sqlparts", "project", "data", "features", "train", "evaluate", "artefact", "registry"},
+    "api": {
+        "errors",
+        "sqlparts",
+        "project",
+        "data",
+        "features",
+        "train",
+        "evaluate",
+        "artefact",
+        "registry",
+    },
     "cli": {"errors", "project", "api", "artefact", "registry"},
 }
 
