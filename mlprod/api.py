@@ -28,6 +28,7 @@ from mlprod.features.typecheck import check_types
 from mlprod.project.config import ProjectConfig
 from mlprod.project.loading import load_config
 from mlprod.registry.tracking import log_training_run, tracking_uri_for
+from mlprod.train.reproduce import describe, reproduce
 from mlprod.train.trainer import train_pipeline
 
 FAR_FUTURE = datetime(9999, 1, 1)
@@ -187,6 +188,29 @@ class Project:
             **metrics,
         }
 
+    def reproduce(self, version: str, progress: Progress | None = None) -> dict[str, Any]:
+        """Rebuild a registered version from its recorded inputs and compare its predictions.
+
+        The matrix is rebuilt at the version's recorded ``as_of`` and the model trained again
+        in a scratch store (the registry and the project's models are left alone); both models
+        score the test window. Returns whether the predictions are reproduced, their largest
+        difference and each recorded input (data, config, code, library, source schema) that
+        differs now.
+        """
+        from mlprod.registry.models import resolve
+
+        folder = resolve(self.tracking_uri(), self.registry_name, version)
+        result = reproduce(
+            self.config,
+            self.graph,
+            self.store,
+            folder,
+            lambda as_of: self.build_matrix(as_of, progress=progress),
+            progress,
+            version=version,
+        )
+        return {"model_name": self.registry_name, **result}
+
     def _train(self, matrix: Matrix, progress: Progress | None) -> TrainSummary:
         trained = train_pipeline(self.config, self.graph, matrix, self.store, progress)
         metrics = trained.metrics
@@ -245,6 +269,12 @@ class Project:
             str(meta_path),
             matrix.events,
         )
+
+
+def describe_difference(difference: dict[str, Any]) -> str:
+    """One line for a difference that ``Project.reproduce`` reports, e.g.
+    ``library lightgbm: recorded 4.5.0, now 4.6.0``."""
+    return describe(difference)
 
 
 def _write_atomic(path: Path, write: Any) -> None:

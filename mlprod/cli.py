@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mlprod.api import Project, TrainSummary
+from mlprod.api import Project, TrainSummary, describe_difference
 from mlprod.errors import MlprodError
 from mlprod.registry import models as registry
 
@@ -238,6 +238,64 @@ def evaluate(
         _print_json(result)
         return
     console.print_json(data=result)
+
+
+@app.command("reproduce")
+def reproduce(
+    version: Annotated[str, typer.Argument(help="A version number or alias.")],
+    project: ProjectDir = Path("."),
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Rebuild a version from its recorded inputs and check it predicts the test window alike.
+
+    Exits 0 when the predictions are identical, 1 when they differ; either way it lists each
+    recorded input (data, config, code, library, source schema) that differs now.
+    """
+    loaded = _run(debug, lambda: Project.load(project))
+    with _user_errors(debug), _progress(as_json) as progress:
+        result = loaded.reproduce(version, progress)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_reproduction(result)
+    if not result["reproduced"]:
+        raise typer.Exit(1)
+
+
+def _print_reproduction(result: dict[str, Any]) -> None:
+    what = escape(f"model '{result['model_name']}' version {result['version']}")
+    rows, largest = f"{result['rows']:,} test rows", f"{result['max_abs_difference']:.3g}"
+    if result["reproduced"]:
+        console.print(
+            f"reproduced {what}: identical predictions on {rows} (max difference {largest}) "
+            f"in {result['seconds']:.1f} s",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"[red]not reproduced[/red] {what}: predictions differ on "
+            f"{result['rows_different']:,} of {rows} (max difference {largest})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    differences = result["differences"]
+    if not differences:
+        console.print(
+            "every recorded input is the same"
+            + ("" if result["reproduced"] else "; the difference comes from training itself"),
+            highlight=False,
+        )
+        return
+    header = "what differs from the recording"
+    if result["reproduced"]:
+        header += " (it did not change the predictions)"
+    console.print(f"{header}:", highlight=False)
+    for difference in differences:
+        console.print(
+            f"  {escape(describe_difference(difference))}", highlight=False, soft_wrap=True
+        )
 
 
 @models_app.command("list")

@@ -14,6 +14,7 @@ import pytest
 from mlprod import Project
 from mlprod.artefact import ArtefactError, load_artefact, save_artefact
 from mlprod.train.encoders import TabularEncoder
+from mlprod.train.ensemble import EncodedModel
 from mlprod.train.models import fit_model
 from mlprod.train.pipeline import FittedPipeline, reference_statistics
 
@@ -57,7 +58,7 @@ def pipeline(windows: tuple[pa.Table, ...]) -> FittedPipeline:
     )
     scores = model.predict_proba(x_valid)
     return FittedPipeline(
-        "flights", {}, FEATURES, encoder, model, "lightgbm", None, 0.3,
+        "flights", {}, FEATURES, EncodedModel(encoder, model), "lightgbm", None, 0.3,
         reference=reference_statistics(train, FEATURES, scores),
     )  # fmt: skip
 
@@ -81,7 +82,8 @@ def test_a_category_seen_only_in_test_maps_to_unknown(
     seen = set(train.column("dest").to_pylist())
     new = sorted({d for d in test.column("dest").to_pylist() if d not in seen})
     assert new, "some destinations appear only late in 2013"
-    encoded = pipeline.encoder.levels_["dest"].transform(pa.array(new))
+    assert isinstance(pipeline.scorer, EncodedModel)
+    encoded = pipeline.scorer.encoder.levels_["dest"].transform(pa.array(new))
     assert set(encoded.to_pylist()) == {"__unknown__"}
 
 

@@ -1,16 +1,18 @@
 """Windowed aggregates per entity: rows available in ``[t - lag - window, t - lag)``.
 
-Three strategies, chosen per function, all exact:
+Four strategies, chosen per function:
 
 * count: running row counts per key ordered by availability time, read twice with ASOF
   joins, at ``t - lag`` and at ``t - lag - window``; the window's count is the difference.
   Linear in the data, whatever the window's density, and exact because counts are integers.
   (Sums are not done this way: a difference of two large float totals loses the digits of a
   small window, so one huge old value would change every later window's sum.)
+* sum, mean, std: running totals that restart every window length
+  (see :mod:`mlprod.features.blocked`), so rounding depends on two blocks, not on history.
 * last: an ASOF join to the latest non-null value before ``t - lag``, kept if it is inside
   the window. Rows tied on availability time resolve to the largest value.
-* sum, mean, std, min, max, count_distinct: spine and source rows in one stream, with a
-  RANGE window frame ``[ts - window, ts - 1 microsecond]`` evaluated at the spine rows.
+* min, max, count_distinct: spine and source rows in one stream, with a RANGE window frame
+  ``[ts - window, ts - 1 microsecond]`` evaluated at the spine rows.
 
 An empty window gives 0 for count, count_distinct and sum, and NULL for the others; a spine
 row whose key is NULL sees an empty window.
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
+from mlprod.features.blocked import BLOCKED, BlockedTotals, blocked_value
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.project.config import AggregateFeature
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
     from mlprod.features.compiler import MatrixCompiler
 
 DECOMPOSABLE = frozenset({"count"})
-FRAMED = frozenset({"sum", "mean", "std", "min", "max", "count_distinct"})
+FRAMED = frozenset({"min", "max", "count_distinct"})
 PREV = "__p"
 Pairs = tuple[tuple[str, str], ...]
 
@@ -57,6 +60,7 @@ class AggregateGroup:
     graph: FeatureGraph
     nodes: list[Node] = field(default_factory=list)
     values: dict[str, exp.Expr] = field(default_factory=dict)  # distinct values: __v0, __v1..
+    blocks: dict[timedelta, BlockedTotals] = field(default_factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -72,6 +76,9 @@ class AggregateGroup:
         value = effective_value(node)
         return list(self.values).index(value.sql(DIALECT)) if value is not None else -1
 
+    def _blocked(self, node: Node) -> bool:
+        return self._feature(node).function in BLOCKED
+
     def _feature(self, node: Node) -> AggregateFeature:
         assert isinstance(node.feature, AggregateFeature)
         return node.feature
@@ -79,6 +86,16 @@ class AggregateGroup:
     # --- CTEs that depend on the source only ---------------------------------------------
 
     def add_source_ctes(self, query: CteSink) -> None:
+        for window in sorted({self._feature(n).window for n in self.nodes if self._blocked(n)}):
+            members = [
+                n for n in self.nodes if self._blocked(n) and self._feature(n).window == window
+            ]
+            indices = sorted({self.value_index(n) for n in members})
+            shifted = sorted(
+                {self.value_index(n) for n in members if self._feature(n).function == "std"}
+            )
+            self.blocks[window] = BlockedTotals(self, window, indices, shifted)
+            self.blocks[window].add_ctes(query)
         functions = {self._feature(n).function for n in self.nodes}
         if functions & DECOMPOSABLE:
             query.add(f"{self.prefix}_totals", self._running_totals())
@@ -172,10 +189,18 @@ class AggregateGroup:
                 select = self._asof(select, f"{self.prefix}_totals", name, offset, compiler)
             return totals_at[offset]
 
-        framed: dict[timedelta, list[Node]] = {}
+        framed: dict[tuple[timedelta, timedelta], list[Node]] = {}
+        block_totals: dict[tuple[timedelta, timedelta], dict[str, exp.Expr]] = {}
         for node in members:
             feature = self._feature(node)
-            if feature.function in DECOMPOSABLE:
+            if feature.function in BLOCKED:
+                key = (feature.window, feature.lag)
+                if key not in block_totals:
+                    blocks = self.blocks[feature.window]
+                    select, block_totals[key] = blocks.join(select, feature.lag, previous, compiler)
+                value = blocked_value(feature.function, self.value_index(node), block_totals[key])
+                columns.append(sql.alias(value, f"__f_{node.name}"))
+            elif feature.function in DECOMPOSABLE:
                 hi, lo = totals(feature.lag), totals(feature.lag + feature.window)
                 columns.append(sql.alias(self._difference(node, hi, lo), f"__f_{node.name}"))
             elif feature.function == "last":
@@ -191,10 +216,11 @@ class AggregateGroup:
                     sql.alias(sql.case_when(inside, sql.col("__v", name)), f"__f_{node.name}")
                 )
             else:
-                framed.setdefault(feature.lag, []).append(node)
-        for lag, nodes in framed.items():
-            name = f"{self.prefix}_frame{lag // sql.MICROSECOND}_{previous}"
-            query.add(name, self._framed(previous, lag, nodes, compiler))
+                framed.setdefault((feature.lag, feature.window), []).append(node)
+        for (lag, window), nodes in framed.items():
+            micros = f"{lag // sql.MICROSECOND}_{window // sql.MICROSECOND}"
+            name = f"{self.prefix}_frame{micros}_{previous}"
+            query.add(name, self._framed(previous, lag, window, nodes, compiler))
             on = exp.EQ(this=sql.col("__row", name), expression=sql.col("__row", PREV))
             select = select.join(sql.table(name), on=on, join_type="left")
             for node in nodes:
@@ -219,22 +245,46 @@ class AggregateGroup:
         return exp.cast(exp.Sub(this=end, expression=start), exp.DataType.Type.BIGINT)
 
     def _framed(
-        self, previous: str, lag: timedelta, nodes: list[Node], compiler: MatrixCompiler
+        self,
+        previous: str,
+        lag: timedelta,
+        window: timedelta,
+        nodes: list[Node],
+        compiler: MatrixCompiler,
     ) -> exp.Select:
-        """Framed aggregates via one stream of source and spine rows per lag."""
+        """Framed aggregates via one stream of source and spine rows per (lag, window).
+
+        The stream is partitioned by key and by block of one window length: each source row
+        is placed in its own block and in the next one, and a spine row in the block of its
+        cutoff, so every frame lies inside its partition. Partitions stay small even for a
+        key with few values (DuckDB's RANGE frames slow down on large partitions).
+        """
         values = self._parsed_values()
+        width = exp.Literal.number(window // sql.MICROSECOND)
+
+        def block(time: exp.Expr) -> exp.Expr:
+            return exp.IntDiv(this=exp.func("epoch_us", time), expression=width.copy())
+
         rows = self._base().select(
             *[sql.alias(v, f"__v{i}") for i, v in enumerate(values)],
             sql.alias(exp.cast(exp.null(), exp.DataType.Type.BIGINT), "__row"),
         )
+        copies = [
+            exp.select(
+                "*", sql.alias(exp.Add(this=block(sql.col("__at")), expression=shift), "__part")
+            ).from_(sql.subquery(rows.copy(), "__rows"))
+            for shift in (exp.Literal.number(0), exp.Literal.number(1))
+        ]
+        cutoff = sql.minus(sql.col("__t", PREV), lag)
         spine = exp.select(
             *[sql.alias(compiler.spine_ref(s), f"__k{i}") for i, (s, _) in enumerate(self.pairs)],
-            sql.alias(sql.minus(sql.col("__t", PREV), lag), "__at"),
+            sql.alias(cutoff, "__at"),
             *[sql.alias(exp.null(), f"__v{i}") for i in range(len(values))],
             sql.alias(sql.col("__row", PREV), "__row"),
+            sql.alias(block(cutoff.copy()), "__part"),
         ).from_(sql.table(previous, PREV))
-        stream = exp.union(rows, spine, distinct=False)
-        keys = [sql.col(f"__k{i}") for i in range(len(self.pairs))]
+        stream = exp.union(exp.union(copies[0], copies[1], distinct=False), spine, distinct=False)
+        keys = [*[sql.col(f"__k{i}") for i in range(len(self.pairs))], sql.col("__part")]
         outputs: list[exp.Expr] = [sql.col("__row")]
         for node in nodes:
             feature = self._feature(node)

@@ -16,7 +16,18 @@ from mlprod.project.config import ProjectConfig
 CONFIG_FILE = "mlprod.yaml"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Tags of discriminated unions: pydantic puts them in error locations, people do not write them.
-_TAGS = {"csv", "parquet", "duckdb", "postgres", "expr", "lookup", "asof", "aggregate"}
+_TAGS = {
+    "csv",
+    "parquet",
+    "duckdb",
+    "postgres",
+    "expr",
+    "lookup",
+    "asof",
+    "aggregate",
+    "out_of_time",
+    "random",
+}
 
 
 def load_config(folder: Path) -> ProjectConfig:
@@ -116,7 +127,7 @@ def _is_tag(loc: tuple[Any, ...], index: int) -> bool:
     return (
         loc[index] in _TAGS
         and index > 0
-        and (isinstance(loc[index - 1], int) or loc[index - 1] == "from")
+        and (isinstance(loc[index - 1], int) or loc[index - 1] in ("from", "split"))
     )
 
 

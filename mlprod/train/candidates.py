@@ -16,6 +16,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from mlprod.project.config import CategoricalSpec
 from mlprod.project.training import ModelSpec, TrainConfig
 from mlprod.train.encoders import Encoding, TabularEncoder
+from mlprod.train.ensemble import EncodedModel, Ensemble, describe, fit_ensemble
 from mlprod.train.models import FittedModel, encoding_for, fit_model
 from mlprod.train.tuning import study_name, tune
 
@@ -25,11 +26,13 @@ class Candidate:
     """A fitted candidate with its validation scores and what it costs to deploy."""
 
     name: str
-    encoder: TabularEncoder
-    model: FittedModel
+    kind: str
+    scorer: EncodedModel | Ensemble
+    params: dict[str, Any]
     valid_scores: np.ndarray
     valid_auc: float
     valid_log_loss: float
+    fit_seconds: float
     size_bytes: int
     latency_ms: float
     trials: int = 1
@@ -37,10 +40,10 @@ class Candidate:
     def row(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "kind": self.model.kind,
+            "kind": self.kind,
             "valid_auc": round(self.valid_auc, 5),
             "valid_log_loss": round(self.valid_log_loss, 5),
-            "fit_seconds": round(self.model.fit_seconds, 2),
+            "fit_seconds": round(self.fit_seconds, 2),
             "trials": self.trials,
             "size_bytes": self.size_bytes,
             "latency_ms": round(self.latency_ms, 4),
@@ -104,17 +107,57 @@ def fit_candidates(
         candidates.append(
             Candidate(
                 spec.label,
-                encoder,
-                model,
+                spec.kind,
+                EncodedModel(encoder, model),
+                model.params,
                 scores,
                 float(roc_auc_score(y_valid, scores)),
                 float(log_loss(y_valid, scores, labels=[0, 1])),
+                model.fit_seconds,
                 len(pickle.dumps(model.estimator)),
                 single_row_latency_ms(model, x_valid),
                 trials,
             )
         )
+    ranked = sorted(candidates, key=lambda c: (-c.valid_auc, c.valid_log_loss))
+    if config.ensemble is not None and len(ranked) >= 2:
+        ranked = rank([*ranked, *ensembles(ranked, config, y_valid)])
+    return ranked
+
+
+def rank(candidates: list[Candidate]) -> list[Candidate]:
+    """Best validation AUC first; log-loss breaks ties."""
     return sorted(candidates, key=lambda c: (-c.valid_auc, c.valid_log_loss))
+
+
+def ensembles(ranked: list[Candidate], config: TrainConfig, y_valid: np.ndarray) -> list[Candidate]:
+    """Average and/or stack the best single models, scored on the same validation rows."""
+    assert config.ensemble is not None
+    top = [c for c in ranked if isinstance(c.scorer, EncodedModel)][: config.ensemble.top]
+    members = [c.scorer for c in top if isinstance(c.scorer, EncodedModel)]
+    results = []
+    for method in config.ensemble.methods:
+        started = time.perf_counter()
+        ensemble, scores = fit_ensemble(
+            members, [c.valid_scores for c in top], y_valid, method, config.seed
+        )
+        names = [c.name for c in top]
+        results.append(
+            Candidate(
+                f"{method}({'+'.join(names)})",
+                f"ensemble:{method}",
+                ensemble,
+                describe(ensemble, names),
+                scores,
+                float(roc_auc_score(y_valid, scores)),
+                float(log_loss(y_valid, scores, labels=[0, 1])),
+                sum(c.fit_seconds for c in top) + time.perf_counter() - started,
+                sum(c.size_bytes for c in top) + len(pickle.dumps(ensemble.stacker)),
+                sum(c.latency_ms for c in top),
+                sum(c.trials for c in top),
+            )
+        )
+    return results
 
 
 def single_row_latency_ms(model: Any, x: np.ndarray, rows: int = 200) -> float:

@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlprod.train.encoders import TabularEncoder
-
 
 class Scorer(Protocol):
-    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
+    """Scores Arrow feature rows: a single encoded model or an ensemble of them."""
+
+    def predict_table(self, table: pa.Table) -> np.ndarray: ...
 
 
 class Calibration(Protocol):
@@ -32,8 +32,7 @@ class FittedPipeline:
     project: str
     definitions: dict[str, Any]
     features: list[str]
-    encoder: TabularEncoder
-    model: Scorer
+    scorer: Scorer
     model_name: str
     calibrator: Calibration | None
     threshold: float
@@ -41,7 +40,7 @@ class FittedPipeline:
     lineage: dict[str, Any] = field(default_factory=dict)
 
     def raw_scores(self, table: pa.Table) -> np.ndarray:
-        return self.model.predict_proba(self.encoder.transform(table))
+        return self.scorer.predict_table(table)
 
     def predict_proba(self, table: pa.Table) -> np.ndarray:
         """Calibrated P(label = 1) for feature rows (an Arrow table or a pandas DataFrame)."""

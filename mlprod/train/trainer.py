@@ -91,15 +91,14 @@ def train_pipeline(
         project=config.name,
         definitions=config.model_dump(mode="json", by_alias=True, exclude={"train"}),
         features=features,
-        encoder=best.encoder,
-        model=best.model,
+        scorer=best.scorer,
         model_name=best.name,
         calibrator=calibrator,
         threshold=threshold,
         reference=reference_statistics(split.train, features, valid_scores),
     )
     test_scores = pipeline.predict_proba(test)
-    baseline_scores = baseline.model.predict_proba(baseline.encoder.transform(test))
+    baseline_scores = baseline.scorer.predict_table(test)
     lineage = _lineage(config, matrix, split.summary, train_config)
     pipeline.lineage = lineage
     leaderboard = [c.row() for c in candidates]
@@ -116,14 +115,14 @@ def train_pipeline(
                 test=Scores(y_test, test_scores),
                 threshold=threshold,
                 value=train_config.value,
-                importance=best.model.importance(best.encoder.columns_),
+                importance=best.scorer.importance(),
                 leaderboard=leaderboard,
                 baseline=compare_to_baseline(
                     y_test,
                     test_scores,
                     baseline_scores,
                     name=f"LightGBM on the spine's own columns "
-                    f"({len(baseline.encoder.features)} features)",
+                    f"({len(baseline_features(graph, features))} features)",
                     seed=train_config.seed,
                     split="test",
                 ),
@@ -140,7 +139,7 @@ def train_pipeline(
         "model": best.name,
         "threshold": threshold,
         "calibration": getattr(calibrator, "method_", "none"),
-        **{f"{best.name}.{k}": v for k, v in best.model.params.items()},
+        **{f"{best.name}.{k}": v for k, v in best.params.items()},
     }
     tags = {key: str(value) for key, value in lineage.items() if not isinstance(value, dict)}
     return TrainedModel(pipeline, artefact, metrics, leaderboard, params, tags)
@@ -156,11 +155,7 @@ def _baseline(
     store: Path,
 ) -> Candidate:
     """LightGBM on the row expressions of the spine alone: no lookups, as-of joins or aggregates."""
-    raw = [
-        name
-        for name in features
-        if isinstance(graph.nodes[name].feature, ExprFeature) and not graph.nodes[name].deps
-    ]
+    raw = baseline_features(graph, features)
     if not raw:
         raise TrainError("the baseline needs at least one row-expression feature of the spine")
     categorical = {n: spec for n in raw if (spec := graph.nodes[n].feature.categorical) is not None}
@@ -168,6 +163,15 @@ def _baseline(
         update={"models": [ModelSpec(kind="lightgbm", name=BASELINE)], "tuning": config.tuning}
     )
     return fit_candidates(project, baseline, raw, categorical, train, valid, store)[0]
+
+
+def baseline_features(graph: FeatureGraph, features: list[str]) -> list[str]:
+    """The features computed from the spine's own columns: what a model without mlprod sees."""
+    return [
+        name
+        for name in features
+        if isinstance(graph.nodes[name].feature, ExprFeature) and not graph.nodes[name].deps
+    ]
 
 
 def matrix_fingerprint(table: pa.Table) -> str:
@@ -187,18 +191,27 @@ def matrix_fingerprint(table: pa.Table) -> str:
     return digest.hexdigest()[:16]
 
 
-def _lineage(
-    config: ProjectConfig, matrix: Matrix, summary: dict[str, Any], train: TrainConfig
-) -> dict[str, Any]:
+def config_hash(config: ProjectConfig) -> str:
+    """A hash of the whole configuration, as the lineage records it."""
     config_json = json.dumps(config.model_dump(mode="json", by_alias=True), sort_keys=True)
-    schemas = {
+    return hashlib.sha256(config_json.encode()).hexdigest()[:16]
+
+
+def source_schema_hashes(matrix: Matrix) -> dict[str, str]:
+    """A hash of each source's column types, as the lineage records them."""
+    return {
         name: hashlib.sha256(json.dumps(p.types, sort_keys=True).encode()).hexdigest()[:16]
         for name, p in matrix.sources.items()
     }
+
+
+def _lineage(
+    config: ProjectConfig, matrix: Matrix, summary: dict[str, Any], train: TrainConfig
+) -> dict[str, Any]:
     return {
-        "config_hash": hashlib.sha256(config_json.encode()).hexdigest()[:16],
+        "config_hash": config_hash(config),
         "data_fingerprint": matrix_fingerprint(matrix.table),
-        "source_schemas": schemas,
+        "source_schemas": source_schema_hashes(matrix),
         "as_of": matrix.as_of.isoformat(),
         "git_commit": _git_commit(),
         "seed": train.seed,

@@ -34,34 +34,59 @@ WITH "__spine" AS MATERIALIZED (
     "__p".*,
     "__p"."origin" AS "__f_origin"
   FROM "__spine" AS "__p"
-), "__agg_0_frame0___level_1" AS (
+), "__agg_0_frame0_10800000000___level_1" AS (
   SELECT
     "__row",
     MAX("__v0") OVER (
-      PARTITION BY "__k0"
+      PARTITION BY "__k0", "__part"
       ORDER BY "__at" ASC
       RANGE BETWEEN INTERVAL '3' HOUR PRECEDING AND INTERVAL '1' MICROSECOND PRECEDING
     ) AS "__f_origin_max_delay_3h"
   FROM (
     SELECT
-      "origin" AS "__k0",
-      CAST((
-        "time_hour" + TO_MINUTES("minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT))
-      ) AS TIMESTAMP) AS "__at",
-      "dep_delay" AS "__v0",
-      CAST(NULL AS BIGINT) AS "__row"
-    FROM "flights"
-    WHERE
-      NOT CAST((
-        "time_hour" + TO_MINUTES("minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT))
-      ) AS TIMESTAMP) IS NULL
-      AND NOT "origin" IS NULL
+      *,
+      EPOCH_US("__at") // 10800000000 + 0 AS "__part"
+    FROM (
+      SELECT
+        "origin" AS "__k0",
+        CAST((
+          "time_hour" + TO_MINUTES("minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT))
+        ) AS TIMESTAMP) AS "__at",
+        "dep_delay" AS "__v0",
+        CAST(NULL AS BIGINT) AS "__row"
+      FROM "flights"
+      WHERE
+        NOT CAST((
+          "time_hour" + TO_MINUTES("minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT))
+        ) AS TIMESTAMP) IS NULL
+        AND NOT "origin" IS NULL
+    ) AS "__rows"
+    UNION ALL
+    SELECT
+      *,
+      EPOCH_US("__at") // 10800000000 + 1 AS "__part"
+    FROM (
+      SELECT
+        "origin" AS "__k0",
+        CAST((
+          "time_hour" + TO_MINUTES("minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT))
+        ) AS TIMESTAMP) AS "__at",
+        "dep_delay" AS "__v0",
+        CAST(NULL AS BIGINT) AS "__row"
+      FROM "flights"
+      WHERE
+        NOT CAST((
+          "time_hour" + TO_MINUTES("minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT))
+        ) AS TIMESTAMP) IS NULL
+        AND NOT "origin" IS NULL
+    ) AS "__rows"
     UNION ALL
     SELECT
       "__p"."__f_origin" AS "__k0",
       "__p"."__t" AS "__at",
       NULL AS "__v0",
-      "__p"."__row" AS "__row"
+      "__p"."__row" AS "__row",
+      EPOCH_US("__p"."__t") // 10800000000 AS "__part"
     FROM "__level_1" AS "__p"
   ) AS "__stream"
   QUALIFY
@@ -69,7 +94,7 @@ WITH "__spine" AS MATERIALIZED (
 ), "__agg_0_probe_2" AS (
   SELECT
     "__p"."__row",
-    "__agg_0_frame0___level_1"."__f_origin_max_delay_3h" AS "__f_origin_max_delay_3h"
+    "__agg_0_frame0_10800000000___level_1"."__f_origin_max_delay_3h" AS "__f_origin_max_delay_3h"
   FROM (
     SELECT
       "__row",
@@ -77,8 +102,8 @@ WITH "__spine" AS MATERIALIZED (
       "__f_origin"
     FROM "__level_1"
   ) AS "__p"
-  LEFT JOIN "__agg_0_frame0___level_1"
-    ON "__agg_0_frame0___level_1"."__row" = "__p"."__row"
+  LEFT JOIN "__agg_0_frame0_10800000000___level_1"
+    ON "__agg_0_frame0_10800000000___level_1"."__row" = "__p"."__row"
 ), "__level_2" AS MATERIALIZED (
   SELECT
     "__p".*,

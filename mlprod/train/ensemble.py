@@ -1,0 +1,99 @@
+"""Ensembles of the best candidates: a plain average, or a stacked logistic regression.
+
+Members are fitted on training rows only. A stack's own weights are learned on validation
+scores, so its validation AUC is measured by cross-fitting (each fold scored by a stacker that
+never saw it); the final stacker is then fitted on all validation rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from mlprod.train.encoders import TabularEncoder
+from mlprod.train.models import FittedModel
+
+FOLDS = 5
+
+
+@dataclass
+class EncodedModel:
+    """A model with the encoder that feeds it: scores Arrow feature rows directly."""
+
+    encoder: TabularEncoder
+    model: FittedModel
+
+    def predict_table(self, table: pa.Table) -> np.ndarray:
+        return self.model.predict_proba(self.encoder.transform(table))
+
+    def importance(self) -> list[tuple[str, float]]:
+        return self.model.importance(self.encoder.columns_)
+
+
+@dataclass
+class Ensemble:
+    """Several encoded models combined into one score."""
+
+    members: list[EncodedModel]
+    method: Literal["average", "stacking"]
+    stacker: LogisticRegression | None = None
+
+    def combine(self, member_scores: np.ndarray) -> np.ndarray:
+        """Combine a (rows x members) matrix of member scores."""
+        if self.method == "average" or self.stacker is None:
+            combined: np.ndarray = member_scores.mean(axis=1)
+            return combined
+        stacked: np.ndarray = self.stacker.predict_proba(_logit(member_scores))[:, 1]
+        return stacked
+
+    def predict_table(self, table: pa.Table) -> np.ndarray:
+        return self.combine(np.column_stack([m.predict_table(table) for m in self.members]))
+
+    def importance(self) -> list[tuple[str, float]]:
+        """The members' importances, each normalised to sum to 1, then averaged."""
+        totals: dict[str, float] = {}
+        for member in self.members:
+            pairs = member.importance()
+            scale = sum(v for _, v in pairs) or 1.0
+            for name, v in pairs:
+                base = name.split("=")[0].removesuffix("__missing")
+                totals[base] = totals.get(base, 0.0) + v / scale / len(self.members)
+        return sorted(totals.items(), key=lambda p: -p[1])
+
+
+def fit_ensemble(
+    members: list[EncodedModel],
+    valid_scores: list[np.ndarray],
+    y_valid: np.ndarray,
+    method: Literal["average", "stacking"],
+    seed: int,
+) -> tuple[Ensemble, np.ndarray]:
+    """The ensemble and its honest validation scores (cross-fitted for stacking)."""
+    scores = np.column_stack(valid_scores)
+    if method == "average":
+        ensemble = Ensemble(members, "average")
+        return ensemble, ensemble.combine(scores)
+    features = _logit(scores)
+    honest = np.zeros(len(y_valid))
+    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
+    for fit_rows, score_rows in folds.split(features, y_valid):
+        stacker = LogisticRegression(C=1.0).fit(features[fit_rows], y_valid[fit_rows])
+        honest[score_rows] = stacker.predict_proba(features[score_rows])[:, 1]
+    final = LogisticRegression(C=1.0).fit(features, y_valid)
+    return Ensemble(members, "stacking", final), honest
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(p, 1e-6, 1 - 1e-6)
+    result: np.ndarray = np.log(clipped / (1 - clipped))
+    return result
+
+
+def describe(ensemble: Ensemble, names: list[str]) -> dict[str, Any]:
+    weights = ensemble.stacker.coef_.ravel().tolist() if ensemble.stacker is not None else None
+    return {"method": ensemble.method, "members": names, "weights": weights}

@@ -1,0 +1,175 @@
+"""Training end to end on the flights example: the CLI, the registry, the pyfunc, the zoo."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from typer.testing import CliRunner
+
+from mlprod import ConfigError, Project
+from mlprod.artefact import load_artefact
+from mlprod.cli import app
+from mlprod.project.training import ModelSpec, SearchRange, TuningConfig
+from mlprod.train.candidates import labels
+from mlprod.train.encoders import TabularEncoder
+from mlprod.train.models import fit_model
+from mlprod.train.tuning import tune
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated"),
+    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning"),
+]
+MakeProject = Callable[[dict[str, Any]], Project]
+
+
+def small_training(config: dict[str, Any]) -> dict[str, Any]:
+    """The example's training, with a smaller search so a test takes seconds, not minutes."""
+    train = config["train"]
+    train["tuning"]["trials"] = 2
+    train["models"][0]["params"]["n_estimators"] = 300
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, flights_db: Path) -> tuple[Project, Any]:
+    import yaml
+
+    folder = tmp_path_factory.mktemp("trained")
+    (folder / "data").mkdir()
+    (folder / "data" / "nycflights13.duckdb").symlink_to(flights_db)
+    example = Path(__file__).resolve().parent.parent / "examples" / "flights" / "mlprod.yaml"
+    config = small_training(yaml.safe_load(example.read_text()))
+    (folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = CliRunner().invoke(app, ["run", "--project", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    return Project.load(folder), json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_run_registers_a_model_that_beats_the_raw_column_baseline(
+    trained: tuple[Project, Any],
+) -> None:
+    _, summary = trained
+    keys = {"model_version", "test_auc", "test_auc_ci", "threshold", "test_value", "baseline_auc"}
+    assert keys | {"report_path"} <= set(summary)
+    assert summary["model_version"] == 1
+    low, high = summary["test_auc_ci"]
+    assert low < summary["test_auc"] < high
+    assert summary["test_auc"] > summary["baseline_auc"] + 0.05
+    report = Path(summary["report_path"])
+    html = report.read_text()
+    assert "http://" not in html and "https://" not in html
+    metrics = json.loads((report.parent / "metrics.json").read_text())
+    difference_low, _ = metrics["baseline"]["difference_ci"]
+    assert difference_low > 0, "the gain over the baseline is significant"
+    assert summary["features"]["rows"] == 336_776
+
+
+def test_leaderboard_prices_the_ensembles(trained: tuple[Project, Any]) -> None:
+    project, summary = trained
+    manifest = json.loads((Path(summary["artefact_path"]) / "manifest.json").read_text())
+    assert manifest["lineage"]["config_hash"]
+    evaluation = project.evaluation("1")
+    assert evaluation["test"]["auc"] == pytest.approx(summary["test_auc"], abs=1e-5)
+    result = CliRunner().invoke(app, ["models", "show", "flights", "-p", str(project.folder)])
+    assert result.exit_code == 0, result.output
+
+
+def test_mlflow_pyfunc_scores_like_the_artefact(trained: tuple[Project, Any]) -> None:
+    import mlflow
+
+    from mlprod.registry import models, using_tracking_uri
+
+    project, summary = trained
+    uri = project.tracking_uri()
+    models.promote(uri, "flights", 1)
+    table = project.build_features(features=None).slice(300_000, 500)
+    direct = load_artefact(summary["artefact_path"]).predict_proba(table)
+    with using_tracking_uri(uri):
+        loaded = mlflow.pyfunc.load_model("models:/flights@champion")
+        via_mlflow = np.asarray(loaded.predict(table.to_pandas()))
+    assert np.allclose(via_mlflow.ravel(), direct, atol=1e-12)
+
+
+def test_promote_and_rollback_move_the_champion(trained: tuple[Project, Any]) -> None:
+    project, _ = trained
+    runner = CliRunner()
+    out = runner.invoke(app, ["models", "promote", "flights", "1", "-p", str(project.folder)])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["models", "rollback", "flights", "-p", str(project.folder)])
+    assert out.exit_code == 2
+    assert out.output.startswith("error: ")
+
+
+@pytest.mark.parametrize("kind", ["random_forest", "svm", "mlp", "logistic"])
+def test_every_model_kind_learns_something(trained: tuple[Project, Any], kind: str) -> None:
+    project, _ = trained
+    table = project.build_features(features=["sched_hour", "carrier", "origin", "origin_temp"])
+    time = table.column("prediction_time")
+    train = table.filter(pc.less(time, datetime(2013, 3, 1))).slice(0, 20_000)
+    valid = table.filter(pc.greater_equal(time, datetime(2013, 3, 8))).slice(0, 10_000)
+    encoder = TabularEncoder(["sched_hour", "carrier", "origin", "origin_temp"], {}, "dense")
+    encoder.fit(train)
+    x_train, x_valid = encoder.transform(train), encoder.transform(valid)
+    params: dict[str, Any] = {"epochs": 5} if kind == "mlp" else {}
+    if kind == "random_forest":
+        params = {"n_estimators": 50}
+    model = fit_model(kind, params, (x_train, labels(train)), (x_valid, labels(valid)), [], 0)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(labels(valid), model.predict_proba(x_valid)) > 0.6
+
+
+def test_an_interrupted_search_resumes(tmp_path: Path) -> None:
+    spec = ModelSpec(kind="lightgbm", search={"x": SearchRange(low=0, high=1)})
+    seen: list[float] = []  # trials (with a pruning callback); refits of a best trial have none
+    refits: list[float] = []
+
+    def fit(params: dict[str, Any], callbacks: list[Any]) -> tuple[Any, float]:
+        (seen if callbacks else refits).append(params["x"])
+        return object(), 1 - (params["x"] - 0.3) ** 2
+
+    journal = tmp_path / "study.log"
+    first = tune(spec, fit, TuningConfig(trials=3), journal, "resume")  # type: ignore[arg-type]
+    assert (first.trials, len(seen)) == (3, 3)
+    second = tune(spec, fit, TuningConfig(trials=5), journal, "resume")  # type: ignore[arg-type]
+    assert second.trials == 5
+    assert len(seen) == 5, "only the two missing trials ran"
+    assert len(refits) <= 1, "a best trial from the first session is refitted once"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda t: t["models"].append({"kind": "xgboost"}),
+            "mlprod.yaml: train.models[2].kind: should be 'lightgbm', 'logistic', "
+            "'random_forest', 'svm' or 'mlp', found 'xgboost'",
+        ),
+        (
+            lambda t: t["value"].pop("fp"),
+            "mlprod.yaml: train.value.fp: required, but missing",
+        ),
+        (
+            lambda t: t["split"].update(valid_end="2013-08-15"),
+            "mlprod.yaml: train.split: valid_end (2013-08-15 00:00) must come after train_end "
+            "(2013-09-01 00:00) plus the gap; the windows would overlap",
+        ),
+    ],
+)
+def test_bad_training_config_is_refused(
+    make_project: MakeProject,
+    flights_config: dict[str, Any],
+    change: Callable[[dict[str, Any]], None],
+    message: str,
+) -> None:
+    change(flights_config["train"])
+    with pytest.raises(ConfigError) as caught:
+        make_project(flights_config)
+    assert str(caught.value) == message
