@@ -68,6 +68,7 @@ def fit_candidates(
     encoders: dict[Encoding, TabularEncoder] = {}
     y_train, y_valid = labels(train), labels(valid)
     candidates = []
+    scored: dict[int, np.ndarray] = {}  # validation scores by model, from fitting
     for spec in config.models:
         encoding = encoding_for(spec.kind)
         if encoding not in encoders:
@@ -92,7 +93,8 @@ def fit_candidates(
                 config.seed,
                 callbacks,
             )
-            return model, float(roc_auc_score(y_valid, model.predict_proba(x_valid)))
+            scored[id(model)] = model.predict_proba(x_valid)
+            return model, float(roc_auc_score(y_valid, scored[id(model)]))
 
         trials = 1
         if spec.search and config.tuning.trials > 1:
@@ -103,7 +105,7 @@ def fit_candidates(
             model, trials = result.model, result.trials
         else:
             model, _ = fit(dict(spec.params), [])
-        scores = model.predict_proba(x_valid)
+        scores = scored[id(model)]  # validation scores, computed once while fitting
         candidates.append(
             Candidate(
                 spec.label,

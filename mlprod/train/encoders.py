@@ -46,6 +46,8 @@ class TabularEncoder:
                 spec = self.categorical.get(name, CategoricalSpec())
                 self.levels_[name] = CategoryEncoder.fit(column, spec)
                 continue
+            if self.encoding == "native":  # trees take numbers as they are
+                continue
             values = _numbers(column)
             finite = values[~np.isnan(values)]
             self.medians_[name] = float(np.median(finite)) if finite.size else 0.0
