@@ -247,10 +247,9 @@ def reproduce(
     as_json: Json = False,
     debug: Debug = False,
 ) -> None:
-    """Rebuild a version from its recorded inputs and check it predicts the test window alike.
+    """Retrain a version from its recorded inputs and compare its test-window predictions.
 
-    Exits 0 when the predictions are identical, 1 when they differ; either way it lists each
-    recorded input (data, config, code, library, source schema) that differs now.
+    Exits 0 when they are identical and 1 when they differ, listing what differs now.
     """
     loaded = _run(debug, lambda: Project.load(project))
     with _user_errors(debug), _progress(as_json) as progress:

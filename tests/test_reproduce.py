@@ -31,19 +31,18 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning"),
 ]
 WINDOW_FEATURE = "carrier_origin_mean_delay_7d"
-
-
 WINDOW_FEATURES = {WINDOW_FEATURE, "carrier_origin_std_delay_7d", "origin_delayed_3h"}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, flights_db: Path) -> Project:
+def trained(tmp_path_factory: pytest.TempPathFactory, flights_db: Path) -> Iterator[Project]:
     """The flights example made small and trained once: version 1.
 
     Every model is rebuilt from scratch, so each reproduction costs a training run: LightGBM
-    only, a two-trial search, a month of training rows and three of the window aggregates
-    (two of them float sums, whose last bits can vary between builds). The project has its
-    own copy of the data, so a test can change it.
+    only, a two-trial search, a month each of training, validation and test rows, and three
+    of the window aggregates (two of them float sums: mean and std). The project has its
+    own copy of the data, so a test can change it. Everything runs in the project folder,
+    outside any git repository, so a commit made meanwhile does not count as a code change.
     """
     folder = tmp_path_factory.mktemp("reproduce")
     (folder / "data").mkdir()
@@ -53,15 +52,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory, flights_db: Path) -> Proje
         f for f in config["features"] if f["kind"] != "aggregate" or f["name"] in WINDOW_FEATURES
     ]
     train = config["train"]
-    train["split"]["train_start"] = "2013-08-01"
+    train["split"].update(train_start="2013-08-01", valid_end="2013-10-01", test_end="2013-11-01")
     train["models"] = train["models"][:1]
-    train["models"][0]["params"]["n_estimators"] = 300
+    # One thread: a busy machine slows LightGBM's two spinning threads far more than one.
+    train["models"][0]["params"].update(n_estimators=100, num_threads=1)
     train["tuning"]["trials"] = 2
     train.pop("ensemble", None)
     (folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    project = Project.load(folder)
-    assert project.train().model_version == 1
-    return project
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        project = Project.load(folder)
+        assert project.train().model_version == 1
+        yield project
 
 
 def recorded_lineage(project: Project) -> dict[str, Any]:
@@ -104,7 +106,7 @@ def test_an_unchanged_project_reproduces_its_model_exactly(trained: Project) -> 
     result = trained.reproduce("1")
     assert result["reproduced"] is True, result
     assert result["max_abs_difference"] <= 1e-9
-    assert result["rows"] == recorded_lineage(trained)["splits"]["test"]["rows"] > 40_000
+    assert result["rows"] == recorded_lineage(trained)["splits"]["test"]["rows"] > 20_000
     assert result["rows_different"] == 0
     assert result["differences"] == []
     assert {"version": "1", "model_name": "flights"}.items() <= result.items()
@@ -190,6 +192,27 @@ def test_changed_data_and_train_settings_are_named(trained: Project) -> None:
         "now": positives + now_late,
     } in differences
     assert {d["what"] for d in differences} == {"config", "data"}
+
+
+def test_a_model_whose_feature_is_gone_cannot_be_compared(trained: Project) -> None:
+    def drop(config: dict[str, Any]) -> None:
+        config["features"] = [f for f in config["features"] if f["name"] != WINDOW_FEATURE]
+
+    with changed_config(trained, drop):
+        project = Project.load(trained.folder)
+        with pytest.raises(TrainError) as raised:
+            project.reproduce("1")
+    message = str(raised.value)
+    assert message.startswith(
+        "the recorded model uses features the configuration no longer defines: "
+        f"'{WINDOW_FEATURE}'; restore their definitions to reproduce it; what differs from the "
+        "recording: config hash: recorded "
+    )
+    fingerprint = recorded_lineage(trained)["data_fingerprint"]
+    assert f"; config features[{WINDOW_FEATURE}]: recorded {{" in message
+    assert f", now (absent); data training matrix fingerprint: recorded {fingerprint}, now " in (
+        message
+    )
 
 
 def test_reproducing_needs_a_train_section(trained: Project) -> None:
