@@ -52,6 +52,17 @@ class FittedModel:
         return sorted(pairs, key=lambda p: -p[1])
 
 
+@dataclass(frozen=True)
+class FitData:
+    """What every fitter gets besides its parameters."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    valid: tuple[np.ndarray, np.ndarray]
+    categorical: list[int]
+    seed: int
+    callbacks: list[Any]
+
+
 def encoding_for(kind: str) -> Encoding:
     return "native" if kind == "lightgbm" else "dense"
 
@@ -77,20 +88,14 @@ def fit_model(
     if kind not in fitters:
         raise TrainError(f"unknown model kind '{kind}'; expected one of {', '.join(fitters)}")
     try:
-        estimator, best, used = fitters[kind](params, train, valid, categorical, seed, callbacks)
+        data = FitData(train, valid, categorical, seed, callbacks or [])
+        estimator, best, used = fitters[kind](params, data)
     except (TypeError, ValueError) as exc:
         raise TrainError(f"model '{kind}': {exc}") from None
     return FittedModel(kind, used, estimator, time.perf_counter() - started, best)
 
 
-def _fit_lightgbm(
-    params: dict[str, Any],
-    train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray],
-    categorical: list[int],
-    seed: int,
-    callbacks: list[Any] | None,
-) -> tuple[Any, int | None, dict[str, Any]]:
+def _fit_lightgbm(params: dict[str, Any], data: FitData) -> tuple[Any, int | None, dict[str, Any]]:
     import lightgbm as lgb
 
     used = {
@@ -100,51 +105,43 @@ def _fit_lightgbm(
         "num_leaves": 63,
         "min_child_samples": 100,
         "verbose": -1,
-        "seed": seed,
+        "seed": data.seed,
         "deterministic": True,
         "force_row_wise": True,
         "num_threads": 2,
         **params,
     }
     rounds = int(used.pop("n_estimators", 2000))
-    data = lgb.Dataset(train[0], train[1], categorical_feature=categorical, free_raw_data=False)
-    check = lgb.Dataset(valid[0], valid[1], reference=data, categorical_feature=categorical)
+    rows = lgb.Dataset(
+        data.train[0], data.train[1], categorical_feature=data.categorical, free_raw_data=False
+    )
+    check = lgb.Dataset(
+        data.valid[0], data.valid[1], reference=rows, categorical_feature=data.categorical
+    )
     booster = lgb.train(
         used,
-        data,
+        rows,
         num_boost_round=rounds,
         valid_sets=[check],
-        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False), *(callbacks or [])],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False), *data.callbacks],
     )
     return booster, booster.best_iteration or None, {**used, "n_estimators": rounds}
 
 
-def _fit_logistic(
-    params: dict[str, Any],
-    train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray],
-    categorical: list[int],
-    seed: int,
-    callbacks: list[Any] | None,
-) -> tuple[Any, int | None, dict[str, Any]]:
+def _fit_logistic(params: dict[str, Any], data: FitData) -> tuple[Any, int | None, dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression
 
     used: dict[str, Any] = {"C": 1.0, "max_iter": 2000, **params}
     penalty = used.pop("penalty", "l2")
     l1_ratio = {"l2": 0.0, "l1": 1.0}.get(penalty, used.pop("l1_ratio", 0.5))
     solver = "lbfgs" if l1_ratio == 0.0 else "saga"
-    model = LogisticRegression(l1_ratio=l1_ratio, solver=solver, random_state=seed, **used)
-    model.fit(*train)
+    model = LogisticRegression(l1_ratio=l1_ratio, solver=solver, random_state=data.seed, **used)
+    model.fit(*data.train)
     return model, None, {"penalty": penalty, "l1_ratio": l1_ratio, **used}
 
 
 def _fit_random_forest(
-    params: dict[str, Any],
-    train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray],
-    categorical: list[int],
-    seed: int,
-    callbacks: list[Any] | None,
+    params: dict[str, Any], data: FitData
 ) -> tuple[Any, int | None, dict[str, Any]]:
     from sklearn.ensemble import RandomForestClassifier
 
@@ -156,19 +153,12 @@ def _fit_random_forest(
         "n_jobs": 2,
         **params,
     }
-    model = RandomForestClassifier(random_state=seed, **used)
-    model.fit(*train)
+    model = RandomForestClassifier(random_state=data.seed, **used)
+    model.fit(*data.train)
     return model, None, used
 
 
-def _fit_svm(
-    params: dict[str, Any],
-    train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray],
-    categorical: list[int],
-    seed: int,
-    callbacks: list[Any] | None,
-) -> tuple[Any, int | None, dict[str, Any]]:
+def _fit_svm(params: dict[str, Any], data: FitData) -> tuple[Any, int | None, dict[str, Any]]:
     """An RBF-kernel SVM via a Nystroem approximation, with sigmoid-calibrated probabilities."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.kernel_approximation import Nystroem
@@ -177,22 +167,17 @@ def _fit_svm(
 
     used: dict[str, Any] = {"C": 0.1, "gamma": 0.02, "components": 300, "max_rows": 50_000}
     used.update(params)
-    x, y = _subsample(train, int(used["max_rows"]), seed)
-    kernel = Nystroem(gamma=used["gamma"], n_components=int(used["components"]), random_state=seed)
-    svm = make_pipeline(kernel, LinearSVC(C=used["C"], random_state=seed))
+    x, y = _subsample(data.train, int(used["max_rows"]), data.seed)
+    kernel = Nystroem(
+        gamma=used["gamma"], n_components=int(used["components"]), random_state=data.seed
+    )
+    svm = make_pipeline(kernel, LinearSVC(C=used["C"], random_state=data.seed))
     model = CalibratedClassifierCV(svm, method="sigmoid", cv=3)
     model.fit(x, y)
     return model, None, used
 
 
-def _fit_mlp(
-    params: dict[str, Any],
-    train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray],
-    categorical: list[int],
-    seed: int,
-    callbacks: list[Any] | None,
-) -> tuple[Any, int | None, dict[str, Any]]:
+def _fit_mlp(params: dict[str, Any], data: FitData) -> tuple[Any, int | None, dict[str, Any]]:
     """A small neural network, stopped when validation log-loss stops improving."""
     import copy
 
@@ -206,12 +191,12 @@ def _fit_mlp(
         alpha=used["alpha"],
         batch_size=512,
         learning_rate_init=1e-3,
-        random_state=seed,
+        random_state=data.seed,
     )
     best, best_loss, waited, epochs = None, np.inf, 0, 0
     for epochs in range(1, int(used["epochs"]) + 1):  # noqa: B007 - epochs is reported below
-        model.partial_fit(*train, classes=np.array([0, 1]))
-        loss = log_loss(valid[1], model.predict_proba(valid[0])[:, 1], labels=[0, 1])
+        model.partial_fit(*data.train, classes=np.array([0, 1]))
+        loss = log_loss(data.valid[1], model.predict_proba(data.valid[0])[:, 1], labels=[0, 1])
         if loss < best_loss - 1e-5:
             best, best_loss, waited = copy.deepcopy(model), loss, 0
         else:
