@@ -170,20 +170,12 @@ def _print_json(value: Any) -> None:
 
 
 def _print_training(summary: TrainSummary) -> None:
-    table = Table(title=f"model '{summary.model_name}' version {summary.model_version}")
-    for column in (
-        "name",
-        "kind",
-        "valid_auc",
-        "valid_log_loss",
-        "fit_seconds",
-        "trials",
-        "size_bytes",
-        "latency_ms",
-    ):
-        table.add_column(column)
+    title = f"model '{summary.model_name}' version {summary.model_version}: candidates"
+    columns = ["name", "kind", "valid_auc", "valid_log_loss", "fit_seconds", "trials"]
+    columns += ["size_bytes", "latency_ms"]
+    table = Table(*columns, title=title)
     for row in summary.leaderboard:
-        table.add_row(*[str(row.get(c, "")) for c in table.columns_names()])  # type: ignore[attr-defined]
+        table.add_row(*[str(row.get(column, "")) for column in columns])
     console.print(table)
     low, high = summary.test_auc_ci
     console.print(

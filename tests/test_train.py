@@ -173,3 +173,29 @@ def test_bad_training_config_is_refused(
     with pytest.raises(ConfigError) as caught:
         make_project(flights_config)
     assert str(caught.value) == message
+
+
+def test_human_output_of_train_and_evaluate(trained: tuple[Project, Any]) -> None:
+    from mlprod.api import TrainSummary
+    from mlprod.cli import _print_training, console
+
+    project, summary = trained
+    board = [{"name": "lightgbm", "kind": "lightgbm", "valid_auc": 0.75, "trials": 2}]
+    fields = {k: summary[k] for k in ("model_version", "threshold", "test_value", "run_id")}
+    result = TrainSummary(
+        model_name="flights",
+        test_auc=summary["test_auc"],
+        test_auc_ci=tuple(summary["test_auc_ci"]),
+        baseline_auc=summary["baseline_auc"],
+        report_path=summary["report_path"],
+        artefact_path=summary["artefact_path"],
+        leaderboard=board,
+        **fields,
+    )
+    with console.capture() as captured:
+        _print_training(result)
+    text = captured.get()
+    assert "lightgbm" in text and f"test AUC {summary['test_auc']:.4f}" in text
+    out = CliRunner().invoke(app, ["evaluate", "1", "-p", str(project.folder)])
+    assert out.exit_code == 0, out.output
+    assert '"auc"' in out.output

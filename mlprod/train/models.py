@@ -33,7 +33,11 @@ class FittedModel:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """P(label = 1) for each row."""
         if self.kind == "lightgbm":
-            scores: np.ndarray = self.estimator.predict(x, num_iteration=self.best_iteration)
+            # Small batches on one thread: waking OpenMP threads costs more than the trees.
+            threads = 1 if len(x) < 1000 else 0
+            scores: np.ndarray = self.estimator.predict(
+                x, num_iteration=self.best_iteration, num_threads=threads
+            )
             return scores
         probabilities: np.ndarray = self.estimator.predict_proba(x)[:, 1]
         return probabilities
