@@ -195,7 +195,7 @@ def test_human_output_of_train_and_evaluate(trained: tuple[Project, Any]) -> Non
     with console.capture() as captured:
         _print_training(result)
     text = captured.get()
-    assert "lightgbm" in text and f"test AUC {summary['test_auc']:.4f}" in text
+    assert "candidates" in text and f"test AUC {summary['test_auc']:.4f}" in text
     out = CliRunner().invoke(app, ["evaluate", "1", "-p", str(project.folder)])
     assert out.exit_code == 0, out.output
     assert '"auc"' in out.output
