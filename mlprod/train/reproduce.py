@@ -30,8 +30,8 @@ from mlprod.features.matrix import Matrix
 from mlprod.project.config import ProjectConfig
 from mlprod.train.splits import split_matrix
 from mlprod.train.trainer import (
-    _git_commit,
     config_hash,
+    git_commit,
     matrix_fingerprint,
     source_schema_hashes,
     train_pipeline,
@@ -165,7 +165,7 @@ def _data_differences(lineage: dict[str, Any], matrix: Matrix) -> list[dict[str,
 
 def _code_differences(lineage: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
-    commit = _git_commit()
+    commit = git_commit()
     if lineage.get("git_commit", ABSENT) != commit:
         found.append(_difference("code", "git commit", lineage.get("git_commit", ABSENT), commit))
     recorded: dict[str, str] = lineage.get("libraries") or {}

@@ -213,14 +213,15 @@ def _lineage(
         "data_fingerprint": matrix_fingerprint(matrix.table),
         "source_schemas": source_schema_hashes(matrix),
         "as_of": matrix.as_of.isoformat(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "seed": train.seed,
         "libraries": library_versions(),
         "splits": summary,
     }
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The commit the code runs from, for lineage ("unknown" outside a git checkout)."""
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
