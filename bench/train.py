@@ -53,7 +53,7 @@ from mlprod.project.training import ModelSpec, TrainConfig
 from mlprod.train.candidates import Candidate, fit_candidates, labels
 from mlprod.train.encoders import TabularEncoder
 from mlprod.train.models import EARLY_STOPPING_ROUNDS, FittedModel, fit_model
-from mlprod.train.splits import split_matrix
+from mlprod.train.splits import Fold, split_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "flights"
@@ -165,8 +165,7 @@ def run_mlprod(inputs: Inputs) -> tuple[Run, Candidate]:
             inputs.config,
             inputs.features,
             inputs.categorical,
-            inputs.train,
-            inputs.valid,
+            [Fold(inputs.train, inputs.valid, "validation")],
             inputs.store,
         )
         seconds = time.perf_counter() - started

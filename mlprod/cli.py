@@ -173,6 +173,8 @@ def _print_training(summary: TrainSummary) -> None:
     title = f"model '{summary.model_name}' version {summary.model_version}: candidates"
     columns = ["name", "kind", "valid_auc", "valid_log_loss", "fit_seconds", "trials"]
     columns += ["size_bytes", "latency_ms"]
+    if any("fold_auc_std" in row for row in summary.leaderboard):
+        columns.insert(3, "fold_auc_std")
     table = Table(*columns, title=title)
     for row in summary.leaderboard:
         table.add_row(*[str(row.get(column, "")) for column in columns])

@@ -15,7 +15,13 @@ from conftest import copy_example
 
 from mlprod import Project
 from mlprod.errors import TrainError
-from mlprod.project.training import OutOfTimeSplit, RandomSplit
+from mlprod.project.training import (
+    KFoldSplit,
+    OutOfTimeSplit,
+    RandomSplit,
+    Split,
+    TimeSeriesCVSplit,
+)
 from mlprod.train.splits import SealedTest, SplitData, split_matrix
 
 DATA_RANGE = "the data's prediction times run from 2013-01-01 08:15 to 2014-01-01 02:59"
@@ -146,7 +152,9 @@ def test_the_test_window_is_sealed_until_opened_once(project: Project, matrix: p
     assert project.config.train is not None
     data = split_matrix(matrix, project.config.train.split)
     sealed = data.test
-    assert [f.name for f in dataclasses.fields(SplitData)] == ["train", "valid", "test", "summary"]
+    fields = [f.name for f in dataclasses.fields(SplitData)]
+    assert fields == ["train", "valid", "folds", "test", "summary"]
+    assert [(f.train, f.valid) for f in data.folds] == [(data.train, data.valid)]
     assert isinstance(sealed, SealedTest)
     assert (sealed.rows, sealed.window, sealed.is_open) == (48_963, "2013-11-08 onwards", False)
     assert repr(sealed) == "SealedTest(rows=48963, window='2013-11-08 onwards', sealed)"
@@ -213,10 +221,116 @@ def test_random_split_without_stratification(matrix: pa.Table) -> None:
     assert data.summary["method"] == "random" and data.summary["stratify"] is False
 
 
+# --- cross-validation ----------------------------------------------------------------------
+
+
+def test_time_series_cv_trains_on_the_past_of_each_validation_window(
+    matrix: pa.Table, frame: pd.DataFrame
+) -> None:
+    """Four validation windows of 30 days ending on 1 November, each after a week's gap."""
+    split = TimeSeriesCVSplit(
+        method="time_series_cv", folds=4, valid_end="2013-11-01", valid_length="30d", gap="7d"
+    )
+    data = split_matrix(matrix, split)
+    t, known = frame["prediction_time"], frame["label_available_at"]
+    nov1, nov8 = pd.Timestamp("2013-11-01"), pd.Timestamp("2013-11-08")
+    starts = [nov1 - pd.Timedelta(days=30 * (4 - i)) for i in range(4)]
+    assert [str(s.date()) for s in starts] == [
+        "2013-07-04",
+        "2013-08-03",
+        "2013-09-02",
+        "2013-10-02",
+    ]
+    assert len(data.folds) == 4
+    for index, (fold, start) in enumerate(zip(data.folds, starts, strict=True)):
+        end = start + pd.Timedelta(days=30)
+        train = frame[(t < start - pd.Timedelta(days=7)) & (known < start)]
+        valid = frame[(t >= start) & (t < end) & (known < nov8)]
+        assert ids(fold.train) == frame_ids(train), fold.name
+        assert ids(fold.valid) == frame_ids(valid), fold.name
+        assert fold.name == f"fold {index + 1}: validation {start:%Y-%m-%d} – {end:%Y-%m-%d}"  # noqa: RUF001
+        # Nothing a fold trains on is at or after its validation window, less the gap.
+        assert pc.max(fold.train.column("prediction_time")).as_py() < start - pd.Timedelta(days=7)
+        assert data.summary["folds"][index]["valid"]["rows"] == len(valid)
+    # The validation rows are the folds' one after the other (as out-of-fold scores line up),
+    # training rows are those of the last (largest) fold, and the test starts a gap later.
+    together = [fid for fold in data.folds for fid in fold.valid.column("flight_id").to_pylist()]
+    assert data.valid.column("flight_id").to_pylist() == together
+    assert ids(data.train) == ids(data.folds[-1].train)
+    test = data.test.open("final evaluation")
+    assert ids(test) == frame_ids(frame[t >= nov8])
+    assert data.summary["method"] == "time_series_cv"
+    assert data.summary["valid"]["start"] == "2013-07-04T00:00:00"
+
+
+def test_time_series_cv_cuts_the_history_in_equal_parts_by_default(matrix: pa.Table) -> None:
+    split = TimeSeriesCVSplit(
+        method="time_series_cv", folds=3, train_start="2013-01-01", valid_end="2013-09-01"
+    )
+    data = split_matrix(matrix, split)
+    # 243 days from 1 January to 1 September in four parts of 60.75 days; the first only trains.
+    names = [fold.name for fold in data.folds]
+    assert names == [
+        "fold 1: validation 2013-03-02 18:00 – 2013-05-02 12:00",  # noqa: RUF001
+        "fold 2: validation 2013-05-02 12:00 – 2013-07-02 06:00",  # noqa: RUF001
+        "fold 3: validation 2013-07-02 06:00 – 2013-09-01",  # noqa: RUF001
+    ]
+    sizes = [fold.train.num_rows for fold in data.folds]
+    assert sizes == sorted(sizes) and sizes[0] > 0  # an expanding window
+
+
+def test_time_series_cv_without_room_for_the_first_fold(matrix: pa.Table) -> None:
+    split = TimeSeriesCVSplit(
+        method="time_series_cv", folds=10, valid_end="2013-11-01", valid_length="30d", gap="7d"
+    )
+    assert raises(matrix, split) == (
+        "time-series cross-validation with 10 validation windows of 30d before 2013-11-01 "
+        "leaves the first fold nothing to train on (training would end at 2012-12-29, before "
+        "2013-01-01 08:15); use fewer folds, a shorter valid_length or gap, or more history"
+    )
+
+
+def test_kfold_validates_every_row_once(matrix: pa.Table, frame: pd.DataFrame) -> None:
+    split = KFoldSplit(method="kfold", folds=5, test_fraction=0.1, seed=7)
+    data = split_matrix(matrix, split)
+    test = data.test.open("final evaluation")
+    developed = ids(data.train)
+    assert sorted(developed + ids(test)) == frame_ids(frame)  # test rows stay out of every fold
+    validated = [fid for fold in data.folds for fid in fold.valid.column("flight_id").to_pylist()]
+    assert sorted(validated) == developed  # every other row validated exactly once
+    assert data.valid.column("flight_id").to_pylist() == validated
+    rate = frame["label"].mean()
+    for fold in data.folds:
+        assert sorted(ids(fold.train) + ids(fold.valid)) == developed
+        assert abs(fold.valid.num_rows - len(developed) / 5) <= 1  # dealt in turn
+        fold_rate = pc.mean(pc.cast(fold.valid.column("label"), pa.float64())).as_py()
+        assert abs(fold_rate - rate) < 1e-4  # stratified
+    assert [f["valid"]["rows"] for f in data.summary["folds"]] == [
+        f.valid.num_rows for f in data.folds
+    ]
+    again = split_matrix(matrix, split)
+    assert ids(again.folds[2].valid) == ids(data.folds[2].valid)
+
+
+def test_kfold_needs_rows_in_every_fold(matrix: pa.Table) -> None:
+    split = KFoldSplit(method="kfold", folds=5, test_fraction=0.5, stratify=False)
+    assert raises(matrix.slice(0, 12), split) == (
+        "the 5-fold split (seed 0) has 6 rows besides the test rows; each of the 5 folds needs "
+        "at least two (use fewer folds or more data)"
+    )
+
+
+def test_time_series_cv_config_refuses_an_overlapping_test_window() -> None:
+    with pytest.raises(ValueError, match=r"test_end .* must come after valid_end"):
+        TimeSeriesCVSplit(
+            method="time_series_cv", valid_end="2013-11-01", test_end="2013-11-05", gap="7d"
+        )
+
+
 # --- errors --------------------------------------------------------------------------------
 
 
-def raises(table: pa.Table, split: OutOfTimeSplit | RandomSplit, label: str = "label") -> str:
+def raises(table: pa.Table, split: Split, label: str = "label") -> str:
     with pytest.raises(TrainError) as error:
         split_matrix(table, split, label=label)
     return str(error.value)

@@ -49,6 +49,7 @@ class ReportData:
     n_boot: int = 500
     seed: int = 0
     chosen: str | None = None  # the leaderboard row (``name``) to highlight; model_name if None
+    folds: list[dict[str, Any]] = field(default_factory=list)  # under cross-validation, per fold
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def render_report(data: ReportData, path: Path) -> dict[str, Any]:
         "test": summaries["test"],
         "baseline": data.baseline,
     }
+    if data.folds:
+        metrics["folds"] = data.folds
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_page(data, metrics, splits), encoding="utf-8")
     return metrics
@@ -225,17 +228,24 @@ def _confusion(split: str, confusion: dict[str, int]) -> str:
     return f"<div>{table}<p>Precision {precision}, recall {recall}.</p></div>"
 
 
+def _data_section(data: ReportData) -> str:
+    splits = _html.render_records(
+        [{"split": name, **about} for name, about in data.datasets.items()]
+    )
+    if not data.folds:
+        return splits
+    return (
+        splits + f"<p>Cross-validation: {len(data.folds)} folds. The validation scores are "
+        "out-of-fold (each fold scored by models that did not train on it); the model "
+        "deployed averages the fold models.</p>" + _html.render_records(data.folds)
+    )
+
+
 def _sections(data: ReportData, metrics: dict[str, Any], splits: plots.Splits) -> list[_Section]:
     y_test, score_test = splits["test"]
     sections = [
         _Section("headline", "Headline", _headline(data, metrics)),
-        _Section(
-            "data",
-            "Data",
-            _html.render_records(
-                [{"split": name, **about} for name, about in data.datasets.items()]
-            ),
-        ),
+        _Section("data", "Data", _data_section(data)),
         _Section("metrics", "Metrics by split", _split_table(metrics)),
         _Section(
             "ranking",

@@ -27,6 +27,8 @@ _TAGS = {
     "aggregate",
     "out_of_time",
     "random",
+    "kfold",
+    "time_series_cv",
 }
 
 

@@ -52,6 +52,57 @@ class RandomSplit(Strict):
     seed: int = 0
 
 
+class KFoldSplit(Strict):
+    """k-fold cross-validation, for data whose rows do not depend on time.
+
+    A random (stratified) share of the rows is the sealed test set; the others are cut into
+    ``folds`` parts, and each part is validated by models trained on the rest.
+    """
+
+    method: Literal["kfold"]
+    folds: int = Field(5, ge=2, le=20, description="How many parts to validate on in turn.")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    stratify: bool = True
+    seed: int = 0
+
+
+class TimeSeriesCVSplit(Strict):
+    """Cross-validation forward in time: each fold trains on everything before its validation
+    window (less the gap) and validates on that window; the sealed test window comes last.
+
+    The validation windows are consecutive and end at ``valid_end``. Each is ``valid_length``
+    long, or, by default, the time from the first event (or ``train_start``) to ``valid_end``
+    cut into ``folds + 1`` equal parts, the first of which only trains.
+    """
+
+    method: Literal["time_series_cv"]
+    folds: int = Field(4, ge=2, le=20, description="How many validation windows.")
+    train_start: datetime | None = Field(None, description="First prediction time to train on.")
+    valid_end: datetime = Field(description="The last validation window ends here.")
+    valid_length: Duration | None = Field(None, description="Length of each validation window.")
+    test_end: datetime | None = Field(None, description="Test events are before this time.")
+    gap: Duration = Field(timedelta(0), description="Left out before each validation window.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeSeriesCVSplit:
+        if self.valid_length is not None and self.valid_length <= timedelta(0):
+            raise ValueError("valid_length must be longer than zero")
+        if self.train_start is not None and self.train_start >= self.valid_end:
+            raise ValueError(
+                f"valid_end ({self.valid_end:%Y-%m-%d %H:%M}) must come after train_start "
+                f"({self.train_start:%Y-%m-%d %H:%M})"
+            )
+        if self.test_end is not None and self.valid_end + self.gap >= self.test_end:
+            raise ValueError(
+                f"test_end ({self.test_end:%Y-%m-%d %H:%M}) must come after valid_end "
+                f"({self.valid_end:%Y-%m-%d %H:%M}) plus the gap; the windows would overlap"
+            )
+        return self
+
+
+Split = OutOfTimeSplit | RandomSplit | KFoldSplit | TimeSeriesCVSplit
+
+
 ModelKind = Literal["lightgbm", "logistic", "random_forest", "svm", "mlp"]
 
 
@@ -114,7 +165,7 @@ class ValueConfig(Strict):
 class TrainConfig(Strict):
     """How models are trained, chosen and registered."""
 
-    split: OutOfTimeSplit | RandomSplit = Field(discriminator="method")
+    split: Split = Field(discriminator="method")
     models: list[ModelSpec] = Field(min_length=1)
     tuning: TuningConfig = TuningConfig()
     ensemble: EnsembleConfig | None = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pickle
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from mlprod.project.config import CategoricalSpec
 from mlprod.project.training import ModelSpec, TrainConfig
 from mlprod.train.encoders import Encoding, TabularEncoder
 from mlprod.train.ensemble import EncodedModel, Ensemble, describe, fit_ensemble
-from mlprod.train.models import FittedModel, encoding_for, fit_model
+from mlprod.train.models import encoding_for, fit_model
+from mlprod.train.splits import Fold
 from mlprod.train.tuning import study_name, tune
 
 
@@ -36,12 +38,17 @@ class Candidate:
     size_bytes: int
     latency_ms: float
     trials: int = 1
+    fold_aucs: list[float] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
+        spread = {}
+        if len(self.fold_aucs) > 1:
+            spread = {"fold_auc_std": round(float(np.std(self.fold_aucs)), 5)}
         return {
             "name": self.name,
             "kind": self.kind,
             "valid_auc": round(self.valid_auc, 5),
+            **spread,
             "valid_log_loss": round(self.valid_log_loss, 5),
             "fit_seconds": round(self.fit_seconds, 2),
             "trials": self.trials,
@@ -54,74 +61,122 @@ def labels(table: pa.Table) -> np.ndarray:
     return np.asarray(table.column("label").to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+@dataclass
+class _FoldData:
+    """One fold's rows, encoded for each encoding a model asks for (encoders fitted on its
+    training rows only)."""
+
+    fold: Fold
+    y_train: np.ndarray
+    y_valid: np.ndarray
+    encoded: dict[Encoding, tuple[TabularEncoder, np.ndarray, np.ndarray]]
+
+    def encode(
+        self, encoding: Encoding, features: list[str], categorical: dict[str, CategoricalSpec]
+    ) -> tuple[TabularEncoder, np.ndarray, np.ndarray]:
+        if encoding not in self.encoded:
+            encoder = TabularEncoder(features, categorical, encoding).fit(self.fold.train)
+            self.encoded[encoding] = (
+                encoder,
+                encoder.transform(self.fold.train),
+                encoder.transform(self.fold.valid),
+            )
+        return self.encoded[encoding]
+
+
+@dataclass
+class _Fitted:
+    """One candidate fitted on every fold, with its out-of-fold validation scores."""
+
+    members: list[EncodedModel]
+    scores: np.ndarray
+    fold_aucs: list[float]
+    auc: float  # of the out-of-fold scores
+
+    @property
+    def scorer(self) -> EncodedModel | Ensemble:
+        """The model of a single split; the average of the fold models under cross-validation."""
+        return (
+            self.members[0] if len(self.members) == 1 else Ensemble(list(self.members), "average")
+        )
+
+
 def fit_candidates(
     project: str,
     config: TrainConfig,
     features: list[str],
     categorical: dict[str, CategoricalSpec],
-    train: pa.Table,
-    valid: pa.Table,
+    folds: Sequence[Fold],
     store: Path,
     progress: Progress | None = None,
 ) -> list[Candidate]:
-    """Fit (and tune) every configured model; best validation AUC first."""
-    encoders: dict[Encoding, TabularEncoder] = {}
-    y_train, y_valid = labels(train), labels(valid)
+    """Fit (and tune) every configured model on every fold; best validation AUC first.
+
+    Under cross-validation a candidate is scored on its out-of-fold predictions (each fold's
+    validation rows scored by the model that did not train on them) and deployed as the
+    average of its fold models, each of which stopped early on its own fold.
+    """
+    data = [_FoldData(f, labels(f.train), labels(f.valid), {}) for f in folds]
+    y_valid = np.concatenate([d.y_valid for d in data])
     candidates = []
-    scored: dict[int, np.ndarray] = {}  # validation scores by model, from fitting
     for spec in config.models:
         encoding = encoding_for(spec.kind)
-        if encoding not in encoders:
-            encoders[encoding] = TabularEncoder(features, categorical, encoding).fit(train)
-        encoder = encoders[encoding]
-        x_train, x_valid = encoder.transform(train), encoder.transform(valid)
+        for fold in data:
+            fold.encode(encoding, features, categorical)
 
         def fit(
-            params: dict[str, Any],
-            callbacks: list[Any],
-            spec: ModelSpec = spec,
-            encoder: TabularEncoder = encoder,
-            x_train: np.ndarray = x_train,
-            x_valid: np.ndarray = x_valid,
-        ) -> tuple[FittedModel, float]:
-            model = fit_model(
-                spec.kind,
-                params,
-                (x_train, y_train),
-                (x_valid, y_valid),
-                encoder.categorical_indices,
-                config.seed,
-                callbacks,
-            )
-            scored[id(model)] = model.predict_proba(x_valid)
-            return model, float(roc_auc_score(y_valid, scored[id(model)]))
+            params: dict[str, Any], callbacks: list[Any], spec: ModelSpec = spec
+        ) -> tuple[_Fitted, float]:
+            members, scores, aucs = [], [], []
+            for index, fold in enumerate(data):
+                encoder, x_train, x_valid = fold.encoded[encoding_for(spec.kind)]
+                model = fit_model(
+                    spec.kind,
+                    params,
+                    (x_train, fold.y_train),
+                    (x_valid, fold.y_valid),
+                    encoder.categorical_indices,
+                    config.seed,
+                    callbacks if index == 0 else [],  # pruning watches the first fold
+                )
+                members.append(EncodedModel(encoder, model))
+                scores.append(model.predict_proba(x_valid))
+                aucs.append(float(roc_auc_score(fold.y_valid, scores[-1])))
+            pooled = np.concatenate(scores)
+            auc = aucs[0] if len(aucs) == 1 else float(roc_auc_score(y_valid, pooled))
+            return _Fitted(members, pooled, aucs, auc), auc
 
         trials = 1
         if spec.search and config.tuning.trials > 1:
-            name = study_name(project, spec, config.tuning)
+            name = study_name(project, spec, config.tuning, len(data))
             result = tune(
                 spec, fit, config.tuning, store / "tuning" / f"{name}.log", name, progress
             )
-            model, trials = result.model, result.trials
+            fitted, trials = result.model, result.trials
         else:
-            model, _ = fit(dict(spec.params), [])
-        scores = scored[id(model)]  # validation scores, computed once while fitting
+            fitted, _ = fit(dict(spec.params), [])
+        first = fitted.members[0]
+        latency = sum(
+            single_row_latency_ms(m.model, fold.encoded[encoding][2])
+            for m, fold in zip(fitted.members, data, strict=True)
+        )
         candidates.append(
             Candidate(
                 spec.label,
                 spec.kind,
-                EncodedModel(encoder, model),
-                model.params,
-                scores,
-                float(roc_auc_score(y_valid, scores)),
-                float(log_loss(y_valid, scores, labels=[0, 1])),
-                model.fit_seconds,
-                len(pickle.dumps(model.estimator)),
-                single_row_latency_ms(model, x_valid),
+                fitted.scorer,
+                first.model.params,
+                fitted.scores,
+                fitted.auc,
+                float(log_loss(y_valid, fitted.scores, labels=[0, 1])),
+                sum(m.model.fit_seconds for m in fitted.members),
+                sum(len(pickle.dumps(m.model.estimator)) for m in fitted.members),
+                latency,
                 trials,
+                fitted.fold_aucs,
             )
         )
-    ranked = sorted(candidates, key=lambda c: (-c.valid_auc, c.valid_log_loss))
+    ranked = rank(candidates)
     if config.ensemble is not None and len(ranked) >= 2:
         ranked = rank([*ranked, *ensembles(ranked, config, y_valid)])
     return ranked
@@ -135,8 +190,8 @@ def rank(candidates: list[Candidate]) -> list[Candidate]:
 def ensembles(ranked: list[Candidate], config: TrainConfig, y_valid: np.ndarray) -> list[Candidate]:
     """Average and/or stack the best single models, scored on the same validation rows."""
     assert config.ensemble is not None
-    top = [c for c in ranked if isinstance(c.scorer, EncodedModel)][: config.ensemble.top]
-    members = [c.scorer for c in top if isinstance(c.scorer, EncodedModel)]
+    top = [c for c in ranked if not c.kind.startswith("ensemble:")][: config.ensemble.top]
+    members = [c.scorer for c in top]
     results = []
     for method in config.ensemble.methods:
         started = time.perf_counter()

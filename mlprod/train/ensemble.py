@@ -1,14 +1,17 @@
 """Ensembles of the best candidates: a plain average, or a stacked logistic regression.
 
-Members are fitted on training rows only. A stack's own weights are learned on validation
-scores, so its validation AUC is measured by cross-fitting (each fold scored by a stacker that
-never saw it); the final stacker is then fitted on all validation rows.
+Members are fitted on training rows only (under cross-validation each member is itself the
+average of its fold models, and the validation scores are out-of-fold). A stack's own weights
+are learned on validation scores, so its validation AUC is measured by cross-fitting (each
+fold scored by a stacker that never saw it); the final stacker is then fitted on all
+validation rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -35,11 +38,20 @@ class EncodedModel:
         return self.model.importance(self.encoder.columns_)
 
 
+class Member(Protocol):
+    """What an ensemble combines: an encoded model, or (under cross-validation) the average
+    of a candidate's fold models."""
+
+    def predict_table(self, table: pa.Table) -> np.ndarray: ...
+
+    def importance(self) -> list[tuple[str, float]]: ...
+
+
 @dataclass
 class Ensemble:
-    """Several encoded models combined into one score."""
+    """Several models combined into one score."""
 
-    members: list[EncodedModel]
+    members: Sequence[Member]
     method: Literal["average", "stacking"]
     stacker: LogisticRegression | None = None
 
@@ -67,7 +79,7 @@ class Ensemble:
 
 
 def fit_ensemble(
-    members: list[EncodedModel],
+    members: Sequence[Member],
     valid_scores: list[np.ndarray],
     y_valid: np.ndarray,
     method: Literal["average", "stacking"],

@@ -10,6 +10,7 @@ import hashlib
 import json
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from rich.progress import Progress
+from sklearn.metrics import roc_auc_score
 
 from mlprod.artefact import library_versions, save_artefact
 from mlprod.errors import TrainError
@@ -31,7 +33,7 @@ from mlprod.project.training import ModelSpec, TrainConfig
 from mlprod.train.calibration import choose_calibration
 from mlprod.train.candidates import Candidate, fit_candidates, labels
 from mlprod.train.pipeline import FittedPipeline, reference_statistics
-from mlprod.train.splits import split_matrix
+from mlprod.train.splits import Fold, SplitData, split_matrix
 from mlprod.train.value import choose_threshold
 
 BASELINE = "baseline_raw_columns"
@@ -68,7 +70,7 @@ def train_pipeline(
         if n.feature.categorical is not None and n.name in features
     }
     candidates = fit_candidates(
-        config.name, train_config, features, categorical, split.train, split.valid, store, progress
+        config.name, train_config, features, categorical, split.folds, store, progress
     )
     best = candidates[0]
     y_valid = labels(split.valid)
@@ -81,9 +83,7 @@ def train_pipeline(
     threshold = 0.5
     if train_config.value is not None:
         threshold, _ = choose_threshold(y_valid, valid_scores, train_config.value)
-    baseline = _baseline(
-        config.name, train_config, graph, features, split.train, split.valid, store
-    )
+    baseline = _baseline(config.name, train_config, graph, features, split.folds, store)
 
     test = split.test.open("final evaluation")
     y_test = labels(test)
@@ -127,6 +127,7 @@ def train_pipeline(
                     split="test",
                 ),
                 notes=[],
+                folds=_fold_rows(split, best.valid_scores),
             ),
             report,
         )
@@ -145,13 +146,33 @@ def train_pipeline(
     return TrainedModel(pipeline, artefact, metrics, leaderboard, params, tags)
 
 
+def _fold_rows(split: SplitData, valid_scores: np.ndarray) -> list[dict[str, Any]]:
+    """Under cross-validation, each fold's rows and the chosen model's out-of-fold AUC on it."""
+    if len(split.folds) < 2:
+        return []
+    rows, start = [], 0
+    for fold in split.folds:
+        end = start + fold.valid.num_rows
+        y = labels(fold.valid)
+        rows.append(
+            {
+                "fold": fold.name,
+                "train_rows": fold.train.num_rows,
+                "valid_rows": fold.valid.num_rows,
+                "valid_positive_rate": float(y.mean()),
+                "valid_auc": float(roc_auc_score(y, valid_scores[start:end])),
+            }
+        )
+        start = end
+    return rows
+
+
 def _baseline(
     project: str,
     config: TrainConfig,
     graph: FeatureGraph,
     features: list[str],
-    train: pa.Table,
-    valid: pa.Table,
+    folds: Sequence[Fold],
     store: Path,
 ) -> Candidate:
     """LightGBM on the row expressions of the spine alone: no lookups, as-of joins or aggregates."""
@@ -162,7 +183,7 @@ def _baseline(
     baseline = config.model_copy(
         update={"models": [ModelSpec(kind="lightgbm", name=BASELINE)], "tuning": config.tuning}
     )
-    return fit_candidates(project, baseline, raw, categorical, train, valid, store)[0]
+    return fit_candidates(project, baseline, raw, categorical, folds, store)[0]
 
 
 def baseline_features(graph: FeatureGraph, features: list[str]) -> list[str]:

@@ -13,41 +13,43 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from rich.progress import Progress
 
 from mlprod.project.training import ModelSpec, SearchRange, TuningConfig
-from mlprod.train.models import FittedModel
 
+Model = TypeVar("Model")
 # fit(params, callbacks) -> (model, validation AUC)
-Fit = Callable[[dict[str, Any], list[Any]], tuple[FittedModel, float]]
+Fit = Callable[[dict[str, Any], list[Any]], tuple[Model, float]]
 
 
 @dataclass
-class TuningResult:
-    model: FittedModel
+class TuningResult(Generic[Model]):
+    model: Model
     valid_auc: float
     best_params: dict[str, Any]
     trials: int
     pruned: int
 
 
-def study_name(project: str, spec: ModelSpec, tuning: TuningConfig) -> str:
-    settings = json.dumps(
-        [spec.model_dump(mode="json"), tuning.sampler, tuning.seed], sort_keys=True
-    )
-    return f"{project}.{spec.label}.{hashlib.sha256(settings.encode()).hexdigest()[:10]}"
+def study_name(project: str, spec: ModelSpec, tuning: TuningConfig, folds: int = 1) -> str:
+    """The study's name: changing the search space, sampler, seed or folds starts afresh."""
+    settings: list[Any] = [spec.model_dump(mode="json"), tuning.sampler, tuning.seed]
+    if folds > 1:
+        settings.append(folds)
+    settings_json = json.dumps(settings, sort_keys=True)
+    return f"{project}.{spec.label}.{hashlib.sha256(settings_json.encode()).hexdigest()[:10]}"
 
 
 def tune(
     spec: ModelSpec,
-    fit: Fit,
+    fit: Fit[Model],
     tuning: TuningConfig,
     storage: Path,
     name: str,
     progress: Progress | None = None,
-) -> TuningResult:
+) -> TuningResult[Model]:
     """Run (or resume) the study, then return the best model, refitted if it is not in memory."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
@@ -65,7 +67,7 @@ def tune(
     )
     finished = [t for t in study.trials if t.state.is_finished()]
     remaining = max(tuning.trials - len(finished), 0)
-    models: dict[int, tuple[FittedModel, float]] = {}
+    models: dict[int, tuple[Model, float]] = {}
     task = progress.add_task(f"tuning {spec.label}", total=tuning.trials) if progress else None
     if progress is not None and task is not None:
         progress.update(task, completed=len(finished))
