@@ -25,6 +25,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flights"
         "origin_delayed_3h",
         "origin_max_delay_3h",
         "flight_last_delay_7d",
+        "origin_delayed_carriers_3h",
     ],
 )
 def test_compiled_sql_matches_golden_file(feature: str) -> None:
