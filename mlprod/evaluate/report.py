@@ -17,6 +17,7 @@ from numpy.typing import ArrayLike
 
 from mlprod.evaluate import _html, plots
 from mlprod.evaluate.metrics import check_scores, confusion_at, lift_table, summarize
+from mlprod.evaluate.value import OutcomeValues
 from mlprod.project.training import ValueConfig
 
 BASELINE_KEYS = ("name", "auc", "difference", "difference_ci")
@@ -24,10 +25,12 @@ BASELINE_KEYS = ("name", "auc", "difference", "difference_ci")
 
 @dataclass(frozen=True)
 class Scores:
-    """One split's labels (0/1) and the model's scores (probabilities) for the same rows."""
+    """One split's labels (0/1) and the model's scores (probabilities) for the same rows, and
+    what each outcome is worth on them (to price rows with values of their own)."""
 
     y: ArrayLike
     score: ArrayLike
+    worth: OutcomeValues | None = None
 
 
 @dataclass
@@ -68,9 +71,13 @@ def render_report(data: ReportData, path: Path) -> dict[str, Any]:
         "validation": check_scores(data.validation.y, data.validation.score, split="validation"),
         "test": check_scores(data.test.y, data.test.score, split="test"),
     }
+    worth = {
+        "validation": _worth(data.value, data.validation),
+        "test": _worth(data.value, data.test),
+    }
     summaries = {
         name: summarize(
-            y, score, data.threshold, data.value, n_boot=data.n_boot, seed=data.seed, split=name
+            y, score, data.threshold, worth[name], n_boot=data.n_boot, seed=data.seed, split=name
         )
         for name, (y, score) in splits.items()
     }
@@ -84,8 +91,14 @@ def render_report(data: ReportData, path: Path) -> dict[str, Any]:
         "baseline": data.baseline,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_page(data, metrics, splits), encoding="utf-8")
+    path.write_text(_page(data, metrics, splits, worth), encoding="utf-8")
     return metrics
+
+
+def _worth(value: ValueConfig | None, scores: Scores) -> OutcomeValues | None:
+    if value is None:
+        return None
+    return scores.worth if scores.worth is not None else OutcomeValues.of(value)
 
 
 def _ci(pair: Sequence[float], signed: bool = False) -> str:
@@ -225,7 +238,16 @@ def _confusion(split: str, confusion: dict[str, int]) -> str:
     return f"<div>{table}<p>Precision {precision}, recall {recall}.</p></div>"
 
 
-def _sections(data: ReportData, metrics: dict[str, Any], splits: plots.Splits) -> list[_Section]:
+def _known(worth: dict[str, OutcomeValues | None]) -> dict[str, OutcomeValues]:
+    return {name: values for name, values in worth.items() if values is not None}
+
+
+def _sections(
+    data: ReportData,
+    metrics: dict[str, Any],
+    splits: plots.Splits,
+    worth: dict[str, OutcomeValues | None],
+) -> list[_Section]:
     y_test, score_test = splits["test"]
     sections = [
         _Section("headline", "Headline", _headline(data, metrics)),
@@ -285,15 +307,14 @@ def _sections(data: ReportData, metrics: dict[str, Any], splits: plots.Splits) -
     ]
     if data.value is not None:
         value = data.value
-        worth = _html.render_records(
+        table = _html.render_records(
             [{k: getattr(value, k) for k in ("tp", "fp", "fn", "tn", "currency")}]
         )
+        chart = plots.value_chart(splits, _known(worth), data.threshold)
         body = (
-            _html.embed_charts(
-                (plots.value_chart(splits, value, data.threshold), "Value by threshold")
-            )
+            _html.embed_charts((chart, "Value by threshold"))
             + "<p>What each outcome is worth:</p>"
-            + worth
+            + table
         )
     else:
         body = "<p>No value matrix is configured (<code>train.value</code> in mlprod.yaml).</p>"
@@ -326,8 +347,13 @@ def _sections(data: ReportData, metrics: dict[str, Any], splits: plots.Splits) -
     return sections
 
 
-def _page(data: ReportData, metrics: dict[str, Any], splits: plots.Splits) -> str:
-    sections = _sections(data, metrics, splits)
+def _page(
+    data: ReportData,
+    metrics: dict[str, Any],
+    splits: plots.Splits,
+    worth: dict[str, OutcomeValues | None],
+) -> str:
+    sections = _sections(data, metrics, splits, worth)
     title = _html.escape(data.model_name + (f" version {data.version}" if data.version else ""))
     created = _html.escape(data.created.isoformat(sep=" ", timespec="seconds"))
     nav = "".join(f'<a href="#{s.anchor}">{s.title}</a>' for s in sections)

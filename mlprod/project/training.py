@@ -91,6 +91,9 @@ class EnsembleConfig(Strict):
     methods: tuple[Literal["average", "stacking"], ...] = ("average",)
 
 
+OUTCOMES = ("tp", "fp", "fn", "tn")
+
+
 class ValueConfig(Strict):
     """What each outcome is worth, to choose the decision threshold. All four are required:
     an outcome left out would silently count as worth nothing."""
