@@ -155,9 +155,23 @@ def test_the_report_metrics_use_the_same_totals() -> None:
     assert metrics.best_threshold is best_threshold and metrics.value_at is value_at
 
 
+def test_a_config_with_expressions_takes_the_matrix_values() -> None:
+    config = ValueConfig(tp="0.2 * distance", fp=-100, fn=0, tn=0)
+    assert config.expressions() == {"tp": "0.2 * distance"}
+    worth = OutcomeValues.of(config, {"tp": TP})
+    assert choose_threshold(LATE, SCORES, worth) == best_threshold(
+        LATE, SCORES, OutcomeValues(tp=TP, fp=-100.0, fn=0.0, tn=0.0)
+    )
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
+        (
+            lambda: value_at(LATE, SCORES, 0.5, ValueConfig(tp=1, fp=0, fn=0, tn="-distance")),
+            "train.value.tn is the expression '-distance', but no values per row were given "
+            "for it; pass the training matrix's column 'value_tn' of the same rows",
+        ),
         (
             lambda: choose_threshold(
                 LATE,

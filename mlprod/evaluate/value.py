@@ -13,6 +13,7 @@ score prices every threshold at once: O(n log n).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ from numpy.typing import ArrayLike
 
 from mlprod.errors import EvaluationError
 from mlprod.evaluate._checks import FloatArray, IntArray, check_scores, count, subject
-from mlprod.project.training import OUTCOMES, ValueConfig
+from mlprod.project.training import OUTCOMES, ValueConfig, value_column
 
 # Totals closer than this, relative to the sum of every row's gain, are ties: rounding in sums of
 # per-row or decimal values (tp: 0.3, fp: -0.1) must not decide between two thresholds.
@@ -40,11 +41,28 @@ class OutcomeValues:
     currency: str = ""
 
     @classmethod
-    def of(cls, value: ValueConfig | OutcomeValues) -> OutcomeValues:
-        """The config's numbers, the same on every row."""
+    def of(
+        cls, value: ValueConfig | OutcomeValues, per_row: Mapping[str, ArrayLike] | None = None
+    ) -> OutcomeValues:
+        """The config's numbers, and ``per_row`` arrays for the outcomes it gives as expressions
+        (the training matrix's ``value_<outcome>`` columns of the same rows)."""
         if isinstance(value, OutcomeValues):
             return value
-        return cls(value.tp, value.fp, value.fn, value.tn, value.currency)
+        given = per_row or {}
+        amounts: dict[str, Amount] = {}
+        for outcome in OUTCOMES:
+            configured = getattr(value, outcome)
+            if isinstance(configured, str):
+                if outcome not in given:
+                    raise EvaluationError(
+                        f"train.value.{outcome} is the expression '{configured}', but no values "
+                        f"per row were given for it; pass the training matrix's column "
+                        f"'{value_column(outcome)}' of the same rows"
+                    )
+                amounts[outcome] = np.asarray(given[outcome], dtype=np.float64)
+            else:
+                amounts[outcome] = float(configured)
+        return cls(**amounts, currency=value.currency)
 
 
 def value_curve(
