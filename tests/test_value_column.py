@@ -1,11 +1,14 @@
 """Business value declared per row: ``train.value.tp: "distance * 0.1"`` on the flights example.
 
 The config is checked like the spine's label (columns of the spine source, did-you-mean, a
-number), and the matrix carries each expression as ``value_<outcome>`` (never a feature).
+number), the matrix carries each expression as ``value_<outcome>`` (never a feature), and
+training picks the threshold that is worth the most on validation with each row's own values.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +21,12 @@ import yaml
 from conftest import copy_example
 
 from mlprod import Project
-from mlprod.errors import ConfigError, FeatureError, MlprodError
+from mlprod.errors import ConfigError, FeatureError, MlprodError, TrainError
+from mlprod.evaluate.value import TIE_TOLERANCE, value_at
 from mlprod.features.matrix import Matrix
+from mlprod.train.splits import split_matrix
+from mlprod.train.trainer import TrainedModel, train_pipeline
+from mlprod.train.value import outcome_values
 
 MakeProject = Callable[[dict[str, Any]], Project]
 
@@ -166,7 +173,7 @@ def test_the_json_schema_describes_a_value_per_row() -> None:
     assert "'0.2 * distance'" in tp["description"]
 
 
-# --- the matrix ----------------------------------------------------------------
+# --- the matrix and training ----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +189,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, flights_db: Path) -> Proje
 @pytest.fixture(scope="module")
 def matrix(project: Project) -> Matrix:
     return project.build_matrix()
+
+
+@pytest.fixture(scope="module")
+def trained(project: Project, matrix: Matrix) -> TrainedModel:
+    return train_pipeline(project.config, project.graph, matrix, project.store)
 
 
 def test_the_matrix_carries_each_value_expression_but_not_as_a_feature(matrix: Matrix) -> None:
@@ -202,3 +214,81 @@ def test_the_matrix_carries_each_value_expression_but_not_as_a_feature(matrix: M
     # DuckDB multiplies by the decimal 0.1 exactly, then rounds once: as dividing by 10 does.
     assert np.array_equal(table.column("value_tp").to_numpy(), distance / 10)
     assert table.column("value_fn").null_count == 0
+
+
+def test_training_chooses_the_best_threshold_with_each_rows_values(
+    project: Project, matrix: Matrix, trained: TrainedModel
+) -> None:
+    assert project.config.train is not None
+    pipeline = trained.pipeline
+    assert "value_tp" not in pipeline.features and "value_fn" not in pipeline.features
+    assert pipeline.features == FEATURES
+    assert trained.metrics["test"]["auc"] < 0.85, "value_fn (the delay) leaked into the model"
+
+    split = split_matrix(matrix.table, project.config.train.split)
+    valid = split.valid
+    late = valid.column("label").to_numpy(zero_copy_only=False)
+    score = pipeline.predict_proba(valid)
+    tp = valid.column("value_tp").to_numpy()
+    fn = valid.column("value_fn").to_numpy()
+    candidates = np.append(np.unique(score), np.nextafter(score.max(), math.inf))
+    assert len(candidates) < 2000
+    totals = np.array(
+        [
+            tp[(score >= t) & late].sum()
+            - 20.0 * ((score >= t) & ~late).sum()
+            + fn[(score < t) & late].sum()
+            for t in candidates
+        ]
+    )
+    gains = np.where(late, tp - fn, -20.0)
+    ties = totals >= totals.max() - TIE_TOLERANCE * np.abs(gains).sum()
+    assert pipeline.threshold == candidates[ties].max()
+    assert score.min() < pipeline.threshold < score.max(), "acting on some flights pays"
+    reported = trained.metrics["validation"]["value"]["total"]
+    assert reported == pytest.approx(totals.max(), rel=1e-12)
+
+
+def test_the_report_prices_the_test_rows_with_their_own_values(
+    project: Project, matrix: Matrix, trained: TrainedModel
+) -> None:
+    assert project.config.train is not None
+    metrics = json.loads((trained.artefact / "metrics.json").read_text())
+    assert set(metrics["test"]["value"]) == {"total", "per_1000_rows", "currency"}
+    test = split_matrix(matrix.table, project.config.train.split).test.open("checking the report")
+    assert project.config.train.value is not None
+    worth = outcome_values(project.config.train.value, test)
+    y = test.column("label").to_numpy(zero_copy_only=False)
+    expected = value_at(y, trained.pipeline.predict_proba(test), metrics["threshold"], worth)
+    assert metrics["test"]["value"]["total"] == pytest.approx(expected, rel=1e-12)
+    page = (trained.artefact / "report.html").read_text()
+    assert "<code>distance * 0.1</code>" in page
+    assert "<code>-coalesce(dep_delay, 120)</code>" in page
+    assert "Mean per validation row" in page and "Mean per test row" in page
+
+
+@pytest.mark.parametrize(
+    ("fn", "message"),
+    [
+        (
+            "-dep_delay",  # null for the 8,255 cancelled flights
+            "mlprod.yaml: train.value.fn: '-dep_delay' is null on 8,255 of 336,776 rows of the "
+            "training matrix; every row needs a value (write coalesce(-dep_delay, 0) if a missing "
+            "value is worth nothing)",
+        ),
+        (
+            "CASE WHEN month = 12 THEN -1e308 * 10 ELSE -distance END",
+            "mlprod.yaml: train.value.fn: 'CASE WHEN month = 12 THEN -1e308 * 10 ELSE -distance "
+            "END' is NaN or infinite on 28,135 of 336,776 rows of the training matrix; every row "
+            "needs a value",
+        ),
+    ],
+)
+def test_a_missing_value_stops_training_before_any_model_is_fitted(
+    make_project: MakeProject, flights_config: dict[str, Any], fn: str, message: str
+) -> None:
+    project = make_project(small(flights_config, {**VALUE, "fn": fn}))
+    matrix = project.build_matrix(features=["sched_hour"])
+    with raises(TrainError, message):
+        train_pipeline(project.config, project.graph, matrix, project.store)
+    assert not (project.store / "models").exists()

@@ -13,12 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from numpy.typing import ArrayLike
 
 from mlprod.evaluate import _html, plots
 from mlprod.evaluate.metrics import check_scores, confusion_at, lift_table, summarize
 from mlprod.evaluate.value import OutcomeValues
-from mlprod.project.training import ValueConfig
+from mlprod.project.training import OUTCOMES, ValueConfig
 
 BASELINE_KEYS = ("name", "auc", "difference", "difference_ci")
 
@@ -26,7 +27,7 @@ BASELINE_KEYS = ("name", "auc", "difference", "difference_ci")
 @dataclass(frozen=True)
 class Scores:
     """One split's labels (0/1) and the model's scores (probabilities) for the same rows, and
-    what each outcome is worth on them (to price rows with values of their own)."""
+    what each outcome is worth on them (needed when ``train.value`` has per-row values)."""
 
     y: ArrayLike
     score: ArrayLike
@@ -238,8 +239,37 @@ def _confusion(split: str, confusion: dict[str, int]) -> str:
     return f"<div>{table}<p>Precision {precision}, recall {recall}.</p></div>"
 
 
+_OUTCOME_NAMES = {
+    "tp": "true positive: acted on, turned out positive",
+    "fp": "false positive: acted on, turned out negative",
+    "fn": "false negative: left alone, turned out positive",
+    "tn": "true negative: left alone, turned out negative",
+}
+
+
 def _known(worth: dict[str, OutcomeValues | None]) -> dict[str, OutcomeValues]:
     return {name: values for name, values in worth.items() if values is not None}
+
+
+def _worth_table(value: ValueConfig, worth: dict[str, OutcomeValues]) -> str:
+    """The configured worth of each outcome; with per-row values, their mean in each split."""
+    splits = worth if value.expressions() else {}
+    header = ["Outcome", "Worth", *(f"Mean per {name} row" for name in splits)]
+    rows = []
+    for outcome in OUTCOMES:
+        configured = getattr(value, outcome)
+        shown = (
+            f"<code>{_html.escape(configured)}</code>"
+            if isinstance(configured, str)
+            else _html.format_number(configured)
+        )
+        means = [
+            _html.format_number(float(np.mean(getattr(values, outcome))))
+            for values in splits.values()
+        ]
+        rows.append([f"{outcome} ({_html.escape(_OUTCOME_NAMES[outcome])})", shown, *means])
+    unit = f"<p>Amounts in {_html.escape(value.currency)}.</p>" if value.currency else ""
+    return _html.render_table(header, rows) + unit
 
 
 def _sections(
@@ -306,15 +336,11 @@ def _sections(
         ),
     ]
     if data.value is not None:
-        value = data.value
-        table = _html.render_records(
-            [{k: getattr(value, k) for k in ("tp", "fp", "fn", "tn", "currency")}]
-        )
         chart = plots.value_chart(splits, _known(worth), data.threshold)
         body = (
             _html.embed_charts((chart, "Value by threshold"))
             + "<p>What each outcome is worth:</p>"
-            + table
+            + _worth_table(data.value, _known(worth))
         )
     else:
         body = "<p>No value matrix is configured (<code>train.value</code> in mlprod.yaml).</p>"

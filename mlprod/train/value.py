@@ -1,14 +1,48 @@
 """The decision threshold worth the most on the validation rows, from ``train.value``.
 
-The arithmetic is :mod:`mlprod.evaluate.value`'s, shared with the report.
+The arithmetic is :mod:`mlprod.evaluate.value`'s, shared with the report. Here the config meets
+the training matrix: an outcome given as an expression (``tp: "0.2 * distance"``) is worth the
+matrix's ``value_tp`` on each row, so the rows of a split carry their own values with them.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from mlprod.errors import TrainError
 from mlprod.evaluate.value import OutcomeValues, best_threshold, value_at
-from mlprod.project.training import ValueConfig
+from mlprod.project.loading import CONFIG_FILE
+from mlprod.project.training import ValueConfig, value_column
+
+
+def check_values(value: ValueConfig, table: pa.Table) -> None:
+    """Every row of the matrix needs a value: a null is refused, not read as worth nothing."""
+    for outcome, text in value.expressions().items():
+        column = table.column(value_column(outcome))
+        where = f"{CONFIG_FILE}: train.value.{outcome}: '{text}'"
+        rows = f"of {table.num_rows:,} rows of the training matrix; every row needs a value"
+        if column.null_count:
+            raise TrainError(
+                f"{where} is null on {column.null_count:,} {rows} (write coalesce({text}, 0) "
+                "if a missing value is worth nothing)"
+            )
+        infinite = len(column) - (pc.sum(pc.is_finite(column)).as_py() or 0)
+        if infinite:
+            raise TrainError(f"{where} is NaN or infinite on {infinite:,} {rows}")
+
+
+def outcome_values(value: ValueConfig, table: pa.Table) -> OutcomeValues:
+    """What each outcome is worth on each row of ``table`` (rows of the training matrix)."""
+    per_row = {
+        outcome: np.asarray(
+            table.column(value_column(outcome)).to_numpy(zero_copy_only=False), dtype=np.float64
+        )
+        for outcome in value.expressions()
+    }
+    return OutcomeValues.of(value, per_row)
 
 
 def choose_threshold(
