@@ -22,6 +22,7 @@ from conftest import copy_example
 
 from mlprod import Project
 from mlprod.errors import ConfigError, FeatureError, MlprodError, TrainError
+from mlprod.evaluate._html import format_number
 from mlprod.evaluate.value import TIE_TOLERANCE, value_at
 from mlprod.features.matrix import Matrix
 from mlprod.train.splits import split_matrix
@@ -264,7 +265,11 @@ def test_the_report_prices_the_test_rows_with_their_own_values(
     page = (trained.artefact / "report.html").read_text()
     assert "<code>distance * 0.1</code>" in page
     assert "<code>-coalesce(dep_delay, 120)</code>" in page
-    assert "Mean per validation row" in page and "Mean per test row" in page
+    assert "Mean on validation rows" in page and "Mean on test rows" in page
+    # Over the late test flights: a tenth of their mean distance.
+    late = y.astype(bool)
+    tp = test.column("value_tp").to_numpy()[late].mean()
+    assert f"<td>{format_number(tp)}</td>" in page
 
 
 @pytest.mark.parametrize(

@@ -251,10 +251,11 @@ def _known(worth: dict[str, OutcomeValues | None]) -> dict[str, OutcomeValues]:
     return {name: values for name, values in worth.items() if values is not None}
 
 
-def _worth_table(value: ValueConfig, worth: dict[str, OutcomeValues]) -> str:
-    """The configured worth of each outcome; with per-row values, their mean in each split."""
-    splits = worth if value.expressions() else {}
-    header = ["Outcome", "Worth", *(f"Mean per {name} row" for name in splits)]
+def _worth_table(value: ValueConfig, worth: dict[str, OutcomeValues], splits: plots.Splits) -> str:
+    """The configured worth of each outcome; with per-row values, their mean in each split over
+    the rows where the outcome can happen (positives for tp and fn, negatives for fp and tn)."""
+    names = [name for name in worth if name in splits] if value.expressions() else []
+    header = ["Outcome", "Worth", *(f"Mean on {name} rows" for name in names)]
     rows = []
     for outcome in OUTCOMES:
         configured = getattr(value, outcome)
@@ -263,13 +264,22 @@ def _worth_table(value: ValueConfig, worth: dict[str, OutcomeValues]) -> str:
             if isinstance(configured, str)
             else _html.format_number(configured)
         )
-        means = [
-            _html.format_number(float(np.mean(getattr(values, outcome))))
-            for values in splits.values()
-        ]
+        means = []
+        for name in names:
+            y = splits[name][0]
+            can_happen = (y == 1) if outcome in ("tp", "fn") else (y == 0)
+            amounts = np.broadcast_to(getattr(worth[name], outcome), y.shape)[can_happen]
+            means.append(_html.format_number(float(amounts.mean())) if amounts.size else "—")
         rows.append([f"{outcome} ({_html.escape(_OUTCOME_NAMES[outcome])})", shown, *means])
-    unit = f"<p>Amounts in {_html.escape(value.currency)}.</p>" if value.currency else ""
-    return _html.render_table(header, rows) + unit
+    notes = (
+        "<p>Means are over the rows where each outcome can happen: the positives for tp and fn, "
+        "the negatives for fp and tn.</p>"
+        if names
+        else ""
+    )
+    if value.currency:
+        notes += f"<p>Amounts in {_html.escape(value.currency)}.</p>"
+    return _html.render_table(header, rows) + notes
 
 
 def _sections(
@@ -340,7 +350,7 @@ def _sections(
         body = (
             _html.embed_charts((chart, "Value by threshold"))
             + "<p>What each outcome is worth:</p>"
-            + _worth_table(data.value, _known(worth))
+            + _worth_table(data.value, _known(worth), splits)
         )
     else:
         body = "<p>No value matrix is configured (<code>train.value</code> in mlprod.yaml).</p>"
