@@ -3,7 +3,8 @@
 Every function takes ``y`` (0/1 labels) and ``score`` (probabilities in [0, 1]) of the same
 length and checks them first; input a person can fix raises EvaluationError. ``split`` names
 the rows in messages ("the test window ..."). Rows act when ``score >= threshold``. Intervals
-are percentile bootstrap intervals over rows resampled with replacement.
+are percentile bootstrap intervals over rows resampled with replacement. Business value by
+threshold lives in :mod:`mlprod.evaluate.value` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from numpy.typing import ArrayLike
 
 from mlprod.evaluate import _ranks
 from mlprod.evaluate._checks import FloatArray, IntArray, check_scores, need_both_classes
+from mlprod.evaluate.value import OutcomeValues, best_threshold, value_at, value_curve
 from mlprod.project.training import ValueConfig
 
 __all__ = [
     "FloatArray",
     "IntArray",
+    "OutcomeValues",
     "auc",
     "auc_difference_ci",
     "auc_with_ci",
@@ -240,80 +243,21 @@ def confusion_at(
     }
 
 
-def _total_value(value: ValueConfig, confusion: dict[str, int]) -> float:
-    return float(
-        value.tp * confusion["tp"]
-        + value.fp * confusion["fp"]
-        + value.fn * confusion["fn"]
-        + value.tn * confusion["tn"]
-    )
-
-
-def value_at(
-    y: ArrayLike,
-    score: ArrayLike,
-    threshold: float,
-    value: ValueConfig,
-    *,
-    split: str | None = None,
-) -> float:
-    """Total value of acting on ``score >= threshold``: tp*TP + fp*FP + fn*FN + tn*TN."""
-    return _total_value(value, confusion_at(y, score, threshold, split=split))
-
-
-def value_curve(
-    y: ArrayLike,
-    score: ArrayLike,
-    value: ValueConfig,
-    thresholds: ArrayLike | None = None,
-    *,
-    split: str | None = None,
-) -> tuple[FloatArray, FloatArray]:
-    """(thresholds ascending, total value at each).
-
-    By default every distinct score is a threshold, plus one just above the highest score
-    (act on no row), so the maximum of the curve is the best any threshold can do.
-    """
-    labels, scores = check_scores(y, score, split=split)
-    if thresholds is None:
-        distinct = np.unique(scores)
-        cuts = np.append(distinct, np.nextafter(distinct[-1], np.inf))
-    else:
-        cuts = np.sort(np.asarray(thresholds, dtype=np.float64))
-    order = np.argsort(scores, kind="stable")
-    ascending = scores[order]
-    positives_before = np.concatenate([[0], np.cumsum(labels[order])])
-    n, total_positives = len(labels), int(labels.sum())
-    below = np.searchsorted(ascending, cuts, side="left")  # rows with score < cut
-    fn = positives_before[below]
-    tn = below - fn
-    tp = total_positives - fn
-    fp = (n - below) - tp
-    totals = value.tp * tp + value.fp * fp + value.fn * fn + value.tn * tn
-    return cuts, totals.astype(np.float64)
-
-
-def best_threshold(
-    y: ArrayLike, score: ArrayLike, value: ValueConfig, *, split: str | None = None
-) -> tuple[float, float]:
-    """The threshold with the highest total value (the highest such threshold on ties)."""
-    cuts, totals = value_curve(y, score, value, split=split)
-    best = len(totals) - 1 - int(np.argmax(totals[::-1]))
-    return float(cuts[best]), float(totals[best])
-
-
 def summarize(
     y: ArrayLike,
     score: ArrayLike,
     threshold: float,
-    value: ValueConfig | None = None,
+    value: ValueConfig | OutcomeValues | None = None,
     *,
     n_boot: int = 500,
     seed: int = 0,
     level: float = 0.95,
     split: str | None = None,
 ) -> dict[str, Any]:
-    """The headline metrics of one split as a JSON-able dict (``value`` is None without one)."""
+    """The headline metrics of one split as a JSON-able dict (``value`` is None without one).
+
+    Per-row values (``OutcomeValues`` with arrays) must be of these rows, in this order.
+    """
     labels, scores = check_scores(y, score, split=split)
     point, (low, high) = auc_with_ci(
         labels, scores, n_boot=n_boot, seed=seed, level=level, split=split
@@ -322,7 +266,7 @@ def summarize(
     n, positives = len(labels), int(labels.sum())
     worth = None
     if value is not None:
-        total = _total_value(value, confusion)
+        total = value_at(labels, scores, threshold, value, split=split)
         worth = {"total": total, "per_1000_rows": total / n * 1000, "currency": value.currency}
     return {
         "rows": n,

@@ -18,6 +18,7 @@ from matplotlib.ticker import StrMethodFormatter
 
 from mlprod.evaluate import metrics
 from mlprod.evaluate.metrics import FloatArray, IntArray
+from mlprod.evaluate.value import OutcomeValues
 from mlprod.project.training import ValueConfig
 
 Splits = Mapping[str, tuple[IntArray, FloatArray]]
@@ -187,22 +188,26 @@ def ks_chart(y: IntArray, score: FloatArray, split: str) -> Figure:
     return figure
 
 
-def value_chart(splits: Splits, value: ValueConfig, threshold: float) -> Figure:
+def value_chart(
+    splits: Splits, worth: Mapping[str, OutcomeValues | ValueConfig], threshold: float
+) -> Figure:
+    """Value per 1,000 rows by threshold; ``worth`` says what outcomes are worth in each split."""
     figure, axes = new_figure()
-    unit = f" ({_text(value.currency)})" if value.currency else ""
+    currency = next(iter(worth.values())).currency if worth else ""
+    unit = f" ({_text(currency)})" if currency else ""
     for index, (split, (y, score)) in enumerate(splits.items()):
-        cuts, totals = metrics.value_curve(y, score, value, split=split)
+        cuts, totals = metrics.value_curve(y, score, worth[split], split=split)
+        best, best_total = metrics.best_threshold(y, score, worth[split], split=split)
         per_1000 = totals / len(y) * 1000
         colour = _colour(split, index)
-        best = int(np.argmax(per_1000))
         axes.plot(cuts, per_1000, color=colour, label=split)
         axes.plot(
-            [cuts[best]],
-            [per_1000[best]],
+            [best],
+            [best_total / len(y) * 1000],
             marker="o",
             color=colour,
             linestyle="none",
-            label=f"{split} best: {per_1000[best]:,.4g} at {cuts[best]:.3g}",
+            label=f"{split} best: {best_total / len(y) * 1000:,.4g} at {best:.3g}",
         )
     axes.axvline(
         threshold, color="black", linestyle="--", label=f"chosen threshold {threshold:.3g}"

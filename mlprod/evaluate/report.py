@@ -13,21 +13,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from numpy.typing import ArrayLike
 
 from mlprod.evaluate import _html, plots
 from mlprod.evaluate.metrics import check_scores, confusion_at, lift_table, summarize
-from mlprod.project.training import ValueConfig
+from mlprod.evaluate.value import OutcomeValues
+from mlprod.project.training import OUTCOMES, ValueConfig
 
 BASELINE_KEYS = ("name", "auc", "difference", "difference_ci")
 
 
 @dataclass(frozen=True)
 class Scores:
-    """One split's labels (0/1) and the model's scores (probabilities) for the same rows."""
+    """One split's labels (0/1) and the model's scores (probabilities) for the same rows, and
+    what each outcome is worth on them (needed when ``train.value`` has per-row values)."""
 
     y: ArrayLike
     score: ArrayLike
+    worth: OutcomeValues | None = None
 
 
 @dataclass
@@ -69,9 +73,13 @@ def render_report(data: ReportData, path: Path) -> dict[str, Any]:
         "validation": check_scores(data.validation.y, data.validation.score, split="validation"),
         "test": check_scores(data.test.y, data.test.score, split="test"),
     }
+    worth = {
+        "validation": _worth(data.value, data.validation),
+        "test": _worth(data.value, data.test),
+    }
     summaries = {
         name: summarize(
-            y, score, data.threshold, data.value, n_boot=data.n_boot, seed=data.seed, split=name
+            y, score, data.threshold, worth[name], n_boot=data.n_boot, seed=data.seed, split=name
         )
         for name, (y, score) in splits.items()
     }
@@ -87,8 +95,14 @@ def render_report(data: ReportData, path: Path) -> dict[str, Any]:
     if data.folds:
         metrics["folds"] = data.folds
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_page(data, metrics, splits), encoding="utf-8")
+    path.write_text(_page(data, metrics, splits, worth), encoding="utf-8")
     return metrics
+
+
+def _worth(value: ValueConfig | None, scores: Scores) -> OutcomeValues | None:
+    if value is None:
+        return None
+    return scores.worth if scores.worth is not None else OutcomeValues.of(value)
 
 
 def _ci(pair: Sequence[float], signed: bool = False) -> str:
@@ -241,7 +255,55 @@ def _data_section(data: ReportData) -> str:
     )
 
 
-def _sections(data: ReportData, metrics: dict[str, Any], splits: plots.Splits) -> list[_Section]:
+_OUTCOME_NAMES = {
+    "tp": "true positive: acted on, turned out positive",
+    "fp": "false positive: acted on, turned out negative",
+    "fn": "false negative: left alone, turned out positive",
+    "tn": "true negative: left alone, turned out negative",
+}
+
+
+def _known(worth: dict[str, OutcomeValues | None]) -> dict[str, OutcomeValues]:
+    return {name: values for name, values in worth.items() if values is not None}
+
+
+def _worth_table(value: ValueConfig, worth: dict[str, OutcomeValues], splits: plots.Splits) -> str:
+    """The configured worth of each outcome; with per-row values, their mean in each split over
+    the rows where the outcome can happen (positives for tp and fn, negatives for fp and tn)."""
+    names = [name for name in worth if name in splits] if value.expressions() else []
+    header = ["Outcome", "Worth", *(f"Mean on {name} rows" for name in names)]
+    rows = []
+    for outcome in OUTCOMES:
+        configured = getattr(value, outcome)
+        shown = (
+            f"<code>{_html.escape(configured)}</code>"
+            if isinstance(configured, str)
+            else _html.format_number(configured)
+        )
+        means = []
+        for name in names:
+            y = splits[name][0]
+            can_happen = (y == 1) if outcome in ("tp", "fn") else (y == 0)
+            amounts = np.broadcast_to(getattr(worth[name], outcome), y.shape)[can_happen]
+            means.append(_html.format_number(float(amounts.mean())) if amounts.size else "—")
+        rows.append([f"{outcome} ({_html.escape(_OUTCOME_NAMES[outcome])})", shown, *means])
+    notes = (
+        "<p>Means are over the rows where each outcome can happen: the positives for tp and fn, "
+        "the negatives for fp and tn.</p>"
+        if names
+        else ""
+    )
+    if value.currency:
+        notes += f"<p>Amounts in {_html.escape(value.currency)}.</p>"
+    return _html.render_table(header, rows) + notes
+
+
+def _sections(
+    data: ReportData,
+    metrics: dict[str, Any],
+    splits: plots.Splits,
+    worth: dict[str, OutcomeValues | None],
+) -> list[_Section]:
     y_test, score_test = splits["test"]
     sections = [
         _Section("headline", "Headline", _headline(data, metrics)),
@@ -294,16 +356,11 @@ def _sections(data: ReportData, metrics: dict[str, Any], splits: plots.Splits) -
         ),
     ]
     if data.value is not None:
-        value = data.value
-        worth = _html.render_records(
-            [{k: getattr(value, k) for k in ("tp", "fp", "fn", "tn", "currency")}]
-        )
+        chart = plots.value_chart(splits, _known(worth), data.threshold)
         body = (
-            _html.embed_charts(
-                (plots.value_chart(splits, value, data.threshold), "Value by threshold")
-            )
+            _html.embed_charts((chart, "Value by threshold"))
             + "<p>What each outcome is worth:</p>"
-            + worth
+            + _worth_table(data.value, _known(worth), splits)
         )
     else:
         body = "<p>No value matrix is configured (<code>train.value</code> in mlprod.yaml).</p>"
@@ -336,8 +393,13 @@ def _sections(data: ReportData, metrics: dict[str, Any], splits: plots.Splits) -
     return sections
 
 
-def _page(data: ReportData, metrics: dict[str, Any], splits: plots.Splits) -> str:
-    sections = _sections(data, metrics, splits)
+def _page(
+    data: ReportData,
+    metrics: dict[str, Any],
+    splits: plots.Splits,
+    worth: dict[str, OutcomeValues | None],
+) -> str:
+    sections = _sections(data, metrics, splits, worth)
     title = _html.escape(data.model_name + (f" version {data.version}" if data.version else ""))
     created = _html.escape(data.created.isoformat(sep=" ", timespec="seconds"))
     nav = "".join(f'<a href="#{s.anchor}">{s.title}</a>' for s in sections)

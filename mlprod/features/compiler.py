@@ -26,6 +26,7 @@ from mlprod.features.aggregates import AggregateGroup, aggregate_groups
 from mlprod.features.expressions import DIALECT, rewrite_columns
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.project.config import AsofFeature, ExprFeature, LookupFeature
+from mlprod.project.training import value_column
 
 PREV = "__p"
 
@@ -62,7 +63,9 @@ class MatrixCompiler:
     # --- public ------------------------------------------------------------------------
 
     def training_query(self, as_of: datetime, names: list[str] | None = None) -> exp.Select:
-        """The training matrix: keys, prediction_time, label, label_available_at, features.
+        """The training matrix: keys, prediction_time, label, label_available_at, the per-row
+        values of ``train.value`` (``value_tp``, ... as DOUBLE, for outcomes given as
+        expressions) and the features.
 
         Only events whose label is known strictly before ``as_of`` are kept.
         """
@@ -122,6 +125,10 @@ class MatrixCompiler:
                 sql.alias(time, "__t"),
                 sql.alias(exprs["label"].copy(), "__label"),
                 sql.alias(label_at, "__label_at"),
+                *[
+                    sql.alias(exp.cast(tree.copy(), exp.DataType.Type.DOUBLE), _value(outcome))
+                    for outcome, tree in self.graph.value_exprs.items()
+                ],
             )
             .from_(sql.table(spine.source))
             .where(sql.and_all(conditions))
@@ -160,6 +167,7 @@ class MatrixCompiler:
             sql.alias(sql.col("__t"), "prediction_time"),
             sql.alias(sql.col("__label"), "label"),
             sql.alias(sql.col("__label_at"), "label_available_at"),
+            *[sql.alias(sql.col(_value(o)), value_column(o)) for o in self.graph.value_exprs],
             *[sql.alias(sql.col(feature_column(n.name)), n.name) for n in nodes],
         ).from_(sql.table(previous))
         final = final.order_by(sql.col("__t"), *[k.copy() for k in keys], sql.col("__row"))
@@ -331,6 +339,10 @@ class MatrixCompiler:
                 value = sql.case_when(fresh, value)
             columns.append(sql.alias(value, feature_column(node.name)))
         return select, columns
+
+
+def _value(outcome: str) -> str:
+    return f"__value_{outcome}"
 
 
 def _timestamp_literal(value: datetime) -> exp.Expr:

@@ -22,6 +22,7 @@ from mlprod.project.config import (
     SourceConfig,
 )
 from mlprod.project.loading import CONFIG_FILE
+from mlprod.project.training import value_column
 
 RESERVED = frozenset({"prediction_time", "label", "label_available_at"})
 
@@ -59,6 +60,8 @@ class FeatureGraph:
     nodes: dict[str, Node] = field(default_factory=dict)
     times: dict[str, SourceTimes] = field(default_factory=dict)
     spine_exprs: dict[str, exp.Expr] = field(default_factory=dict)
+    # The outcomes of train.value given as row expressions over the spine source, by outcome.
+    value_exprs: dict[str, exp.Expr] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: ProjectConfig) -> FeatureGraph:
@@ -91,6 +94,8 @@ class FeatureGraph:
         for name, source in config.sources.items():
             self.times[name] = self._source_times(name, source)
         self._resolve_spine()
+        self._resolve_values()
+        reserved = RESERVED | {value_column(outcome) for outcome in self.value_exprs}
         seen: dict[str, int] = {}
         for index, feature in enumerate(config.features):
             if feature.name in seen:
@@ -98,11 +103,11 @@ class FeatureGraph:
                     f"{CONFIG_FILE}: features[{index}].name: feature '{feature.name}' is "
                     f"already defined at features[{seen[feature.name]}]"
                 )
-            if feature.name in RESERVED or feature.name in config.spine.keys:
+            if feature.name in reserved or feature.name in config.spine.keys:
                 raise ConfigError(
                     f"{CONFIG_FILE}: features[{index}].name: '{feature.name}' is a column of the "
                     "training matrix already (a spine key or one of "
-                    f"{', '.join(sorted(RESERVED))}); choose another name"
+                    f"{', '.join(sorted(reserved))}); choose another name"
                 )
             seen[feature.name] = index
         deps = {f.name: self._dependencies(i, f, seen) for i, f in enumerate(config.features)}
@@ -149,6 +154,18 @@ class FeatureGraph:
                 tree = parse_expression(text, where)
                 check_columns(tree, columns, where, f"source '{spine.source}'")
                 self.spine_exprs[key] = tree
+
+    def _resolve_values(self) -> None:
+        """Per-row values read the spine source's columns, as the label does."""
+        train = self.config.train
+        if train is None or train.value is None:
+            return
+        spine = self.config.spine
+        for outcome, text in train.value.expressions().items():
+            where = f"{CONFIG_FILE}: train.value.{outcome}"
+            tree = parse_expression(text, where)
+            check_columns(tree, self.spine_columns, where, f"source '{spine.source}'")
+            self.value_exprs[outcome] = tree
 
     def _dependencies(self, index: int, feature: Feature, names: dict[str, int]) -> tuple[str, ...]:
         where = f"feature '{feature.name}'"

@@ -1,9 +1,10 @@
 """Bind every feature's SQL against the contracts' column types, reading no data.
 
 Empty tables with the declared column types stand in for the sources, and DuckDB binds the
-compiled query of each feature against them. An unknown function, a type mismatch or a
-time that is not a timestamp is found by ``mlprod config check`` in milliseconds, instead
-of halfway through a build, and each feature's output type is known up front.
+compiled query of each feature against them. An unknown function, a type mismatch, a time
+that is not a timestamp or a per-row value (``train.value``) that is not a number is found by
+``mlprod config check`` in milliseconds, instead of halfway through a build, and each
+feature's output type is known up front.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ _PROBE_TIME = datetime(9999, 1, 1)
 
 
 def check_types(graph: FeatureGraph) -> dict[str, str]:
-    """Check all expressions and features; return each feature's SQL type."""
+    """Check all expressions (times, label, values) and features; return each feature's SQL type."""
     con = duckdb.connect()
     try:
         _create_empty_sources(con, graph)
         _check_times(con, graph)
+        _check_values(con, graph)
         compiler = MatrixCompiler(graph)
         types: dict[str, str] = {}
         for name, node in graph.nodes.items():  # dependency order: a broken input is named first
@@ -112,3 +114,16 @@ def _check_times(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
     for key in ("label", "filter"):
         if key in graph.spine_exprs:
             _type_of(con, config.spine.source, graph.spine_exprs[key], f"mlprod.yaml: spine.{key}")
+
+
+def _check_values(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
+    """What an outcome is worth per row must be a number (a bool or a string is a mistake)."""
+    train = graph.config.train
+    if train is None or train.value is None:
+        return
+    texts = train.value.expressions()
+    for outcome, tree in graph.value_exprs.items():
+        where = f"mlprod.yaml: train.value.{outcome}"
+        found = _type_of(con, graph.config.spine.source, tree, where)
+        if type_family(found) not in ("int", "float"):
+            raise FeatureError(f"{where}: '{texts[outcome]}' gives {found}, expected a number")

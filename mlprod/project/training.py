@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PlainValidator, WithJsonSchema, model_validator
 
 from mlprod.project.base import Duration, Identifier, Strict
 
@@ -142,24 +143,71 @@ class EnsembleConfig(Strict):
     methods: tuple[Literal["average", "stacking"], ...] = ("average",)
 
 
+OUTCOMES = ("tp", "fp", "fn", "tn")
+
+
+def value_column(outcome: str) -> str:
+    """The training matrix's column for an outcome given as an expression: never a feature."""
+    return f"value_{outcome}"
+
+
+def _amount(value: Any) -> float | str:
+    """A number (``"1e3"``, a string to YAML, too) or the text of a per-row SQL expression."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("is empty; give a number or a SQL expression such as '0.2 * distance'")
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise ValueError(f"should be a number or a SQL expression, found {value!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"should be a finite number, found {value!r}")
+    return number
+
+
+# A number for every row, or a SQL expression over the spine source's columns for one per row.
+Amount = Annotated[
+    float | str,
+    PlainValidator(_amount),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "minLength": 1}]}),
+]
+_PER_ROW = (
+    ": a number, or a DuckDB SQL expression over the spine source's columns for a value per "
+    "row (e.g. '0.2 * distance'), which must give a number on every row."
+)
+
+
 class ValueConfig(Strict):
     """What each outcome is worth, to choose the decision threshold. All four are required:
-    an outcome left out would silently count as worth nothing."""
+    an outcome left out would silently count as worth nothing.
 
-    tp: float = Field(description="Acting on a row that turns out positive.")
-    fp: float = Field(description="Acting on a row that turns out negative.")
-    fn: float = Field(description="Not acting on a row that turns out positive.")
-    tn: float = Field(description="Not acting on a row that turns out negative.")
-    currency: str = ""
+    Each is a number or a row expression over the spine source's columns (fn: "-amount"); the
+    training matrix then carries its value per row as a column value_<outcome>, never a feature.
+    """
+
+    tp: Amount = Field(description="Acting on a row that turns out positive" + _PER_ROW)
+    fp: Amount = Field(description="Acting on a row that turns out negative" + _PER_ROW)
+    fn: Amount = Field(description="Not acting on a row that turns out positive" + _PER_ROW)
+    tn: Amount = Field(description="Not acting on a row that turns out negative" + _PER_ROW)
+    currency: str = Field("", description="Shown next to the amounts in the report.")
 
     @model_validator(mode="after")
     def _informative(self) -> ValueConfig:
-        if self.tp - self.fn == 0 and self.tn - self.fp == 0:
+        # Only constants can be judged here; per-row values can make any threshold worth more.
+        if not self.expressions() and self.tp == self.fn and self.tn == self.fp:
             raise ValueError(
                 "the value matrix makes every threshold worth the same; give tp, fp, fn or tn "
                 "a value (e.g. tp: 300, fp: -100)"
             )
         return self
+
+    def expressions(self) -> dict[str, str]:
+        """The outcomes given as SQL expressions (one value per row), by outcome."""
+        return {o: v for o in OUTCOMES if isinstance(v := getattr(self, o), str)}
 
 
 class TrainConfig(Strict):

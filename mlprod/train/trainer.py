@@ -34,7 +34,7 @@ from mlprod.train.calibration import choose_calibration
 from mlprod.train.candidates import Candidate, fit_candidates, labels
 from mlprod.train.pipeline import FittedPipeline, reference_statistics
 from mlprod.train.splits import Fold, SplitData, split_matrix
-from mlprod.train.value import choose_threshold
+from mlprod.train.value import check_values, choose_threshold, outcome_values
 
 BASELINE = "baseline_raw_columns"
 
@@ -62,6 +62,9 @@ def train_pipeline(
     train_config = config.train
     if train_config is None:
         raise TrainError("mlprod.yaml has no 'train' section; add one to train a model")
+    value = train_config.value
+    if value is not None:  # before any model is fitted: a null value would stop the run later
+        check_values(value, matrix.table)
     split = split_matrix(matrix.table, train_config.split)
     features = list(matrix.features)
     categorical = {
@@ -81,12 +84,14 @@ def train_pipeline(
         calibrator.transform(best.valid_scores) if calibrator is not None else best.valid_scores
     )
     threshold = 0.5
-    if train_config.value is not None:
-        threshold, _ = choose_threshold(y_valid, valid_scores, train_config.value)
+    valid_worth = outcome_values(value, split.valid) if value is not None else None
+    if valid_worth is not None:
+        threshold, _ = choose_threshold(y_valid, valid_scores, valid_worth)
     baseline = _baseline(config.name, train_config, graph, features, split.folds, store)
 
     test = split.test.open("final evaluation")
     y_test = labels(test)
+    test_worth = outcome_values(value, test) if value is not None else None
     pipeline = FittedPipeline(
         project=config.name,
         definitions=config.model_dump(mode="json", by_alias=True, exclude={"train"}),
@@ -111,10 +116,10 @@ def train_pipeline(
                 created=datetime.now(UTC),
                 datasets={k: v for k, v in split.summary.items() if isinstance(v, dict)},
                 chosen=best.name,
-                validation=Scores(y_valid, valid_scores),
-                test=Scores(y_test, test_scores),
+                validation=Scores(y_valid, valid_scores, valid_worth),
+                test=Scores(y_test, test_scores, test_worth),
                 threshold=threshold,
-                value=train_config.value,
+                value=value,
                 importance=best.scorer.importance(),
                 leaderboard=leaderboard,
                 baseline=compare_to_baseline(
