@@ -1022,8 +1022,17 @@ def run_benchmark(args: argparse.Namespace) -> None:
     lines = render(rows, agreement, details, profile, scales, load, elapsed, args.quick)
     show(rows, agreement)
     target = OUT / "RESULTS.quick.md" if args.quick else RESULTS_MD
-    target.write_text("\n".join(lines) + "\n")
+    target.write_text("\n".join(lines) + "\n" + _other_sections(target))
     console.print(f"wrote {target.relative_to(ROOT)}; whole run {elapsed:.0f} s")
+
+
+def _other_sections(path: Path) -> str:
+    """What follows this benchmark's section in RESULTS.md (other benchmarks' results), kept."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    start = text.find("\n# ", 1)
+    return "\n" + text[start + 1 :] if start >= 0 else ""
 
 
 def show(rows: list[dict[str, Any]], agreement: dict[int, list[ColumnDiff]]) -> None:

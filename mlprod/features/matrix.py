@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
@@ -26,7 +26,8 @@ from mlprod.data.contracts import SourceProfile
 from mlprod.data.sources import connect, open_source
 from mlprod.errors import FeatureError
 from mlprod.features.categorical import CategoryEncoder
-from mlprod.features.compiler import MatrixCompiler
+from mlprod.features.compiler import MatrixCompiler, StagedQuery
+from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.features.typecheck import check_types, duckdb_message
 from mlprod.project.config import ExprFeature, LookupFeature, ProjectConfig
@@ -114,9 +115,8 @@ def build_matrix(
         _check_lookups_unique(con, graph, nodes)
         compiler = MatrixCompiler(graph)
         events = _event_counts(con, compiler, as_of)
-        query = compiler.training_query(as_of, wanted).sql("duckdb", identify=True)
         try:
-            table = _run(con, query, progress)
+            table = run_staged(con, compiler.staged_query(as_of, wanted), progress)
         except duckdb.Error as exc:  # data-dependent failures, e.g. a cast of a bad value
             raise FeatureError(f"computing the features failed: {duckdb_message(exc)}") from None
     finally:
@@ -133,31 +133,78 @@ def build_matrix(
     )
 
 
-def _run(con: duckdb.DuckDBPyConnection, query: str, progress: Progress | None) -> pa.Table:
-    """Run the feature query; a progress bar follows DuckDB's own estimate of its progress."""
-    if progress is None:
-        return con.sql(query).to_arrow_table()
-    task = progress.add_task("computing features", total=100)
-    result: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            result["table"] = con.sql(query).to_arrow_table()
-        except BaseException as exc:  # re-raised in the caller's thread
-            result["error"] = exc
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.1)
-        done = con.query_progress()
-        if done >= 0:
-            progress.update(task, completed=done)
-    if "error" in result:
-        raise result["error"]
-    progress.update(task, completed=100)
-    table: pa.Table = result["table"]
+def run_staged(
+    con: duckdb.DuckDBPyConnection, query: StagedQuery, progress: Progress | None = None
+) -> pa.Table:
+    """Run the feature query stage by stage, dropping each intermediate table once nothing
+    later reads it. The bar advances per stage and, within one, by DuckDB's own estimate."""
+    steps = len(query.stages) + 1
+    task = progress.add_task("computing features", total=steps * 100) if progress else None
+    watch = _Watch(con, progress, task)
+    for index, stage in enumerate(query.stages):
+        create = exp.Create(
+            this=_table(stage.name),
+            kind="TABLE",
+            expression=stage.select,
+            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+        )
+        watch.run(index, f"step {index + 1} of {steps}", create, fetch=False)
+        _drop(con, stage.drop_after)
+    table: pa.Table = watch.run(steps - 1, f"step {steps} of {steps}", query.final, fetch=True)
+    _drop(con, query.final_drops)
+    if progress is not None and task is not None:
+        progress.update(task, completed=steps * 100, description="features computed")
     return table
+
+
+def _table(name: str) -> exp.Table:
+    return exp.Table(this=exp.to_identifier(name, quoted=True))
+
+
+def _drop(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> None:
+    for name in names:
+        con.execute(exp.Drop(tables=[_table(name)], kind="TABLE").sql(DIALECT, identify=True))
+
+
+@dataclass
+class _Watch:
+    """Runs statements; while one runs, the bar follows DuckDB's estimate of its progress."""
+
+    con: duckdb.DuckDBPyConnection
+    progress: Progress | None
+    task: TaskID | None
+
+    def run(self, index: int, what: str, statement: exp.Expr, fetch: bool) -> Any:
+        text = statement.sql(DIALECT, identify=True)
+        if self.progress is None or self.task is None:
+            return self._execute(text, fetch)
+        self.progress.update(
+            self.task, completed=index * 100, description=f"computing features ({what})"
+        )
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["value"] = self._execute(text, fetch)
+            except BaseException as exc:  # re-raised in the caller's thread
+                result["error"] = exc
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            done = self.con.query_progress()
+            if done >= 0:
+                self.progress.update(self.task, completed=index * 100 + done)
+        if "error" in result:
+            raise result["error"]
+        return result.get("value")
+
+    def _execute(self, text: str, fetch: bool) -> pa.Table | None:
+        if fetch:
+            return self.con.sql(text).to_arrow_table()
+        self.con.execute(text)
+        return None
 
 
 def _source_of(node: Node) -> str | None:
