@@ -141,13 +141,11 @@ class AggregateGroup:
             sql.col("__at"),
         )
         expire = exp.func("least", later, exp.func("coalesce", following, later.copy()))
-        arrivals = exp.select(
-            *[k.copy() for k in keys], arrive, sql.alias(exp.Literal.number(1), "__d")
-        ).from_(sql.subquery(rows.copy(), "__rows"))
-        expiries = exp.select(
+        # One scan: each row gives its arrival (+1) and its expiry (-1).
+        events = exp.select(
             *[k.copy() for k in keys],
-            sql.alias(expire, "__at"),
-            sql.alias(exp.Literal.number(-1), "__d"),
+            sql.alias(_unnest(arrive, expire), "__at"),
+            sql.alias(_unnest(exp.Literal.number(1), exp.Literal.number(-1)), "__d"),
         ).from_(sql.subquery(rows, "__rows"))
         per_time = (
             exp.select(
@@ -155,7 +153,7 @@ class AggregateGroup:
                 sql.col("__at"),
                 sql.alias(exp.Sum(this=sql.col("__d")), "__d"),
             )
-            .from_(exp.union(arrivals, expiries, distinct=False).subquery("__events"))
+            .from_(sql.subquery(events, "__events"))
             .group_by(*[k.copy() for k in keys], sql.col("__at"))
         )
         return exp.select(
@@ -369,6 +367,11 @@ class AggregateGroup:
             .from_(stream.subquery("__stream"))
             .qualify(exp.not_(exp.Is(this=sql.col("__row"), expression=exp.null())))
         )
+
+
+def _unnest(*items: exp.Expr) -> exp.Expr:
+    """``UNNEST([a, b])``: side by side in one select, the lists unfold together, row by row."""
+    return exp.Unnest(expressions=[exp.Array(expressions=list(items))])
 
 
 def _frame_function(function: str, value: exp.Expr) -> exp.Expr:

@@ -46,44 +46,17 @@ WITH "__spine" AS MATERIALIZED (
     FROM (
       SELECT
         "__k0",
-        "__at",
-        1 AS "__d"
-      FROM (
-        SELECT
-          "origin" AS "__k0",
-          CAST((
-            "time_hour" + TO_MINUTES("minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT))
-          ) AS TIMESTAMP) AS "__at",
-          (
-            CASE WHEN (
-              "dep_delay" >= 15
-            ) THEN "carrier" END
-          ) AS "__v"
-        FROM "flights"
-        WHERE
-          (
-            NOT CAST((
-              "time_hour" + TO_MINUTES("minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT))
-            ) AS TIMESTAMP) IS NULL
-            AND NOT "origin" IS NULL
+        UNNEST([
+          "__at",
+          LEAST(
+            "__at" + INTERVAL '3' HOUR,
+            COALESCE(
+              LEAD("__at") OVER (PARTITION BY "__k0", "__v" ORDER BY "__at" ASC),
+              "__at" + INTERVAL '3' HOUR
+            )
           )
-          AND NOT (
-            CASE WHEN (
-              "dep_delay" >= 15
-            ) THEN "carrier" END
-          ) IS NULL
-      ) AS "__rows"
-      UNION ALL
-      SELECT
-        "__k0",
-        LEAST(
-          "__at" + INTERVAL '3' HOUR,
-          COALESCE(
-            LEAD("__at") OVER (PARTITION BY "__k0", "__v" ORDER BY "__at" ASC),
-            "__at" + INTERVAL '3' HOUR
-          )
-        ) AS "__at",
-        -1 AS "__d"
+        ]) AS "__at",
+        UNNEST([1, -1]) AS "__d"
       FROM (
         SELECT
           "origin" AS "__k0",
