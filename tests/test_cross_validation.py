@@ -166,3 +166,9 @@ def _kind(candidate: Any) -> str:
     """The model kind of a fold average."""
     first = candidate.members[0]
     return str(first.model.kind) if isinstance(first, EncodedModel) else ""
+
+
+def test_a_cross_validated_model_reproduces(forward: Project) -> None:
+    result = forward.reproduce("1")
+    assert result["reproduced"] is True, result
+    assert result["rows_different"] == 0 and result["max_abs_difference"] <= 1e-9
