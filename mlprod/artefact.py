@@ -76,10 +76,25 @@ def save_artefact(
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / MANIFEST_FILE
+    """An artefact's manifest, checked for the keys every reader relies on."""
+    folder = Path(directory)
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise ArtefactError(f"artefact directory '{folder}' does not exist")
     if not path.is_file():
-        raise ArtefactError(f"{directory} is not a model artefact: it has no {MANIFEST_FILE}")
-    manifest: dict[str, Any] = json.loads(path.read_text())
+        raise ArtefactError(
+            f"'{folder}' is not an mlprod artefact: it has no {MANIFEST_FILE}; give the "
+            "directory that training wrote (under the store's models/)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtefactError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtefactError(f"{path} holds a {type(manifest).__name__}, expected an object")
+    missing = [key for key in ("name", "content_hash") if key not in manifest]
+    if missing:
+        raise ArtefactError(f"{path} lacks {', '.join(repr(key) for key in missing)}")
     return manifest
 
 
@@ -87,6 +102,8 @@ def load_artefact(directory: str | os.PathLike[str]) -> FittedPipeline:
     """Load and verify an artefact: content hashes first, then library versions."""
     folder = Path(directory)
     manifest = read_manifest(folder)
+    if not isinstance(manifest.get("files"), dict):
+        raise ArtefactError(f"artefact {folder}: its manifest lists no files to check")
     for name, expected in manifest["files"].items():
         path = folder / name
         if not path.is_file():

@@ -31,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mlprod.artefact import read_manifest
 from mlprod.errors import RegistryError
 from mlprod.registry import (
     RunRecord,
@@ -43,7 +44,7 @@ from mlprod.registry import (
     tracking_uri_for,
     using_tracking_uri,
 )
-from mlprod.registry.tracking import read_manifest, requirements_for
+from mlprod.registry.tracking import requirements_for
 
 pytestmark = [
     # SQLAlchemy 2.1 deprecates the ``noload`` strategy that MLflow's SQL store still uses; it
@@ -254,7 +255,7 @@ def test_the_model_pins_its_requirements(registry: Registry) -> None:
 def test_an_artefact_without_a_manifest_is_refused(registry: Registry, tmp_path: Path) -> None:
     with raises(
         f"'{tmp_path}' is not an mlprod artefact: it has no manifest.json; "
-        "log the directory that training wrote"
+        "give the directory that training wrote (under the store's models/)"
     ):
         log_training_run(registry.uri, "flights", {}, {}, {}, tmp_path, None, MODEL)
     with raises(f"artefact directory '{tmp_path / 'nowhere'}' does not exist"):

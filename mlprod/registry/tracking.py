@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlprod.artefact import ArtefactError, read_manifest
 from mlprod.errors import RegistryError
 from mlprod.registry._store import (
     ARTEFACT_KEY,
@@ -97,7 +98,10 @@ def log_training_run(
     MLflow then enforces on every prediction: give columns that may be missing as floats, as
     MLflow refuses floats (or NaN) in a column it saw as integers. Without it the model has none.
     """
-    manifest = read_manifest(artefact_dir)
+    try:
+        manifest = read_manifest(artefact_dir)
+    except ArtefactError as exc:
+        raise RegistryError(str(exc)) from None
     requirements = list(pip_requirements or requirements_for(manifest))
     report = report or _existing(artefact_dir / "report.html")
     database = sqlite_path(uri)
@@ -130,28 +134,6 @@ def log_training_run(
         if type(exc).__module__.startswith("mlflow"):
             mlflow_failed(uri, f"log the training run of '{model_name}'", exc)
         raise
-
-
-def read_manifest(artefact_dir: Path) -> dict[str, Any]:
-    """The artefact's ``manifest.json``, checked for what registering needs."""
-    path = artefact_dir / "manifest.json"
-    if not artefact_dir.is_dir():
-        raise RegistryError(f"artefact directory '{artefact_dir}' does not exist")
-    if not path.is_file():
-        raise RegistryError(
-            f"'{artefact_dir}' is not an mlprod artefact: it has no manifest.json; "
-            "log the directory that training wrote"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"{path} is not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise RegistryError(f"{path} holds a {type(manifest).__name__}, expected an object")
-    missing = [key for key in ("name", "content_hash") if key not in manifest]
-    if missing:
-        raise RegistryError(f"{path} lacks {', '.join(repr(key) for key in missing)}")
-    return manifest
 
 
 def requirements_for(manifest: Mapping[str, Any]) -> list[str]:
