@@ -465,3 +465,19 @@ def test_rollback_without_a_champion(uri: str) -> None:
 def test_invalid_alias(uri: str, alias: str, expected: str) -> None:
     with raises(expected):
         promote(uri, MODEL, 1, alias=alias)
+
+
+def test_creating_the_store_prints_nothing(tmp_path: Path) -> None:
+    """MLflow announces a new database at INFO; mlprod's users did not ask for that news."""
+    import subprocess
+    import sys
+
+    script = (
+        "from mlprod.registry._store import client_for; "
+        f"client_for('sqlite:///{tmp_path / 'mlflow.db'}').search_experiments()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert (tmp_path / "mlflow.db").is_file()
+    assert "database tables" not in done.stderr

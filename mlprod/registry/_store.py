@@ -32,7 +32,19 @@ def client_for(uri: str) -> MlflowClient:
     """A client for the tracking store and model registry at ``uri`` (no global state)."""
     from mlflow import MlflowClient
 
+    _quiet_store_creation()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+# What MLflow logs at INFO the first time it creates (or migrates) a database store: not news
+# for someone who ran `mlprod train`.
+_STORE_CREATION = ("Creating initial MLflow database tables", "Updating database tables")
+
+
+def _quiet_store_creation() -> None:
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _DropLines) for f in logger.filters):
+        logger.addFilter(_DropLines(_STORE_CREATION))
 
 
 def sqlite_path(uri: str) -> Path | None:
