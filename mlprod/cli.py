@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -39,7 +40,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 
-console = Console()
+# Piped or logged output is not cut to the 80 columns rich assumes without a terminal.
+console = Console(width=None if sys.stdout.isatty() else 120)
 errors = Console(stderr=True)
 T = TypeVar("T")
 
@@ -169,16 +171,42 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, default=str) + "\n")
 
 
+# The leaderboard's columns as people read them: heading, key, how to show a value.
+_LEADERBOARD: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("model", "name", str),
+    ("valid AUC", "valid_auc", lambda v: f"{v:.4f}"),
+    ("± folds", "fold_auc_std", lambda v: f"{v:.3f}"),
+    ("log-loss", "valid_log_loss", lambda v: f"{v:.4f}"),
+    ("fit s", "fit_seconds", lambda v: f"{v:.1f}"),
+    ("trials", "trials", str),
+    ("size", "size_bytes", lambda v: _size(int(v))),
+    ("ms/row", "latency_ms", lambda v: f"{v:.3g}"),
+]
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
 def _print_training(summary: TrainSummary) -> None:
     title = f"model '{summary.model_name}' version {summary.model_version}: candidates"
-    columns = ["name", "kind", "valid_auc", "valid_log_loss", "fit_seconds", "trials"]
-    columns += ["size_bytes", "latency_ms"]
-    if any("fold_auc_std" in row for row in summary.leaderboard):
-        columns.insert(3, "fold_auc_std")
-    table = Table(*columns, title=title)
-    for row in summary.leaderboard:
-        table.add_row(*[str(row.get(column, "")) for column in columns])
-    console.print(table)
+    board = summary.leaderboard
+    shown = [c for c in _LEADERBOARD if any(c[1] in row for row in board)]
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for index, (heading, _, _) in enumerate(shown):
+        if index == 0:
+            table.add_column(heading, no_wrap=True)
+        else:
+            table.add_column(heading, justify="right", no_wrap=True)
+    for row in board:
+        table.add_row(*[show(row[key]) if key in row else "" for _, key, show in shown])
+    # Every column, whole, even where the terminal (or a pipe's default 80) is narrower.
+    console.print(
+        table, width=max(console.width, table.__rich_measure__(console, console.options).maximum)
+    )
     low, high = summary.test_auc_ci
     console.print(
         f"test AUC {summary.test_auc:.4f} (95% CI {low:.4f} - {high:.4f}); baseline AUC "

@@ -180,7 +180,10 @@ def test_human_output_of_train_and_evaluate(trained: tuple[Project, Any]) -> Non
     from mlprod.cli import _print_training, console
 
     project, summary = trained
-    board = [{"name": "lightgbm", "kind": "lightgbm", "valid_auc": 0.75, "trials": 2}]
+    board = [
+        {"name": "stacking(lightgbm+logistic)", "kind": "ensemble:stacking", "valid_auc": 0.7512},
+        {"name": "lightgbm", "kind": "lightgbm", "valid_auc": 0.75, "fold_auc_std": 0.0123},
+    ]
     fields = {k: summary[k] for k in ("model_version", "threshold", "test_value", "run_id")}
     result = TrainSummary(
         model_name="flights",
@@ -196,6 +199,9 @@ def test_human_output_of_train_and_evaluate(trained: tuple[Project, Any]) -> Non
         _print_training(result)
     text = captured.get()
     assert "candidates" in text and f"test AUC {summary['test_auc']:.4f}" in text
+    # Whole names and headings (no cut to a pipe's 80 columns); only the columns with values.
+    assert "stacking(lightgbm+logistic)" in text and "0.7512" in text
+    assert "± folds" in text and "0.012" in text and "size" not in text
     out = CliRunner().invoke(app, ["evaluate", "1", "-p", str(project.folder)])
     assert out.exit_code == 0, out.output
     assert '"auc"' in out.output
