@@ -14,7 +14,7 @@ Features that read the same source through the same keys share one join.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -38,12 +38,18 @@ def feature_column(name: str) -> str:
 
 @dataclass
 class _Query:
-    """The CTEs of the query being built, in order."""
+    """The CTEs of the query being built, in order, and which of them a staged build keeps
+    as tables of their own (see :func:`staged`)."""
 
     ctes: list[tuple[str, exp.Select, bool]] = field(default_factory=list)
+    tables: set[str] = field(default_factory=set)
 
-    def add(self, name: str, select: exp.Select, materialized: bool = False) -> None:
+    def add(
+        self, name: str, select: exp.Select, materialized: bool = False, table: bool = False
+    ) -> None:
         self.ctes.append((name, select, materialized))
+        if materialized or table:
+            self.tables.add(name)
 
     def finish(self, final: exp.Select) -> exp.Select:
         for name, select, materialized in self.ctes:
@@ -76,25 +82,39 @@ class StagedQuery:
     final_drops: tuple[str, ...]
 
 
-def staged(query: exp.Select) -> StagedQuery:
-    """Cut a query with CTEs into stages (its CTEs, in order) and the final select."""
+def staged(query: exp.Select, tables: set[str]) -> StagedQuery:
+    """Cut a query with CTEs into stages and the final select.
+
+    A CTE becomes a stage of its own when it is one of ``tables`` (one row per event: the
+    spine, each level, each probe) or when more than one place reads it; any other CTE stays a
+    CTE of its one reader, where DuckDB can stream it instead of storing it.
+    """
     key = "with_" if "with_" in query.args else "with"
     with_ = query.args.get(key)
     ctes = list(with_.expressions) if with_ is not None else []
     final = query.copy()
     final.set(key, None)
     names = [cte.alias for cte in ctes]
-    steps = [cte.this for cte in ctes] + [final]
-    reads = [{t.name for t in step.find_all(exp.Table)} & set(names) for step in steps]
-    last_read = {
-        name: max((i for i, r in enumerate(reads) if name in r), default=-1) for name in names
-    }
-    drops = [tuple(n for n in names if last_read[n] == i) for i in range(len(steps))]
-    stages = tuple(
-        Stage(name, step, drops[i])
-        for i, (name, step) in enumerate(zip(names, steps[:-1], strict=True))
-    )
-    return StagedQuery(stages, final, drops[-1])
+    steps = {cte.alias: cte.this.copy() for cte in ctes} | {"": final}
+    order = [*names, ""]
+    reads = Counter(t.name for step in steps.values() for t in step.find_all(exp.Table))
+    kept = [n for n in names if n in tables or reads[n] > 1]
+    for index, name in enumerate(names):
+        if name in kept:
+            continue
+        reader = next((r for r in order[index + 1 :] if _reads(steps[r], name)), None)
+        if reader is not None:  # a CTE nothing reads is left out
+            steps[reader] = steps[reader].with_(
+                exp.to_identifier(name, quoted=True), as_=steps[name]
+            )
+    last = {n: max(i for i, r in enumerate([*kept, ""]) if _reads(steps[r], n)) for n in kept}
+    drops = [tuple(n for n in kept if last[n] == i) for i in range(len(kept) + 1)]
+    stages = tuple(Stage(name, steps[name], drops[i]) for i, name in enumerate(kept))
+    return StagedQuery(stages, steps[""], drops[-1])
+
+
+def _reads(step: exp.Select, name: str) -> bool:
+    return any(t.name == name for t in step.find_all(exp.Table))
 
 
 class MatrixCompiler:
@@ -113,9 +133,7 @@ class MatrixCompiler:
 
         Only events whose label is known strictly before ``as_of`` are kept.
         """
-        nodes = self._nodes(names)
-        spine = self._spine_select(nodes, as_of)
-        return self._query(spine, nodes)
+        return self._build(as_of, names)[0]
 
     def spine_counts_query(self, as_of: datetime) -> exp.Select:
         """How many events there are, and how many are left out and why."""
@@ -142,7 +160,7 @@ class MatrixCompiler:
 
     def staged_query(self, as_of: datetime, names: list[str] | None = None) -> StagedQuery:
         """The training query in stages (see :class:`StagedQuery`)."""
-        return staged(self.training_query(as_of, names))
+        return staged(*self._build(as_of, names))
 
     def sql(self, as_of: datetime, names: list[str] | None = None) -> str:
         return self.training_query(as_of, names).sql(dialect=DIALECT, pretty=True, identify=True)
@@ -193,8 +211,13 @@ class MatrixCompiler:
                 columns += [s for s, _ in node.feature.key_pairs() if s not in features]
         return columns
 
-    def _query(self, spine: exp.Select, nodes: list[Node]) -> exp.Select:
+    def _build(self, as_of: datetime, names: list[str] | None) -> tuple[exp.Select, set[str]]:
+        """The training query, and which of its CTEs hold one row per event."""
+        nodes = self._nodes(names)
         query = _Query()
+        return self._query(query, self._spine_select(nodes, as_of), nodes), query.tables
+
+    def _query(self, query: _Query, spine: exp.Select, nodes: list[Node]) -> exp.Select:
         query.add("__spine", spine, materialized=True)
         previous = "__spine"
         by_level: dict[int, list[Node]] = defaultdict(list)
@@ -287,7 +310,7 @@ class MatrixCompiler:
         columns: list[exp.Expr],
     ) -> exp.Select:
         """Store a probe's features as a CTE and join it back to the level by row id."""
-        query.add(name, probe.select(*columns))
+        query.add(name, probe.select(*columns), table=True)
         on = exp.EQ(this=sql.col("__row", name), expression=sql.col("__row", PREV))
         return select.join(sql.table(name), on=on, join_type="left")
 
