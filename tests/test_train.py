@@ -157,6 +157,17 @@ def test_an_interrupted_search_resumes(tmp_path: Path) -> None:
             "mlprod.yaml: train.value.fp: required, but missing",
         ),
         (
+            lambda t: t.update(
+                split={"method": "time_series_cv", "valid_end": "2013-11-01", "valid_lenght": "30d"}
+            ),
+            "mlprod.yaml: train.split.valid_lenght: unknown key 'valid_lenght' "
+            "(did you mean 'valid_length'?)",
+        ),
+        (
+            lambda t: t.update(split={"method": "kfold", "folds": 1}),
+            "mlprod.yaml: train.split.folds: should be greater than or equal to 2, found 1",
+        ),
+        (
             lambda t: t["split"].update(valid_end="2013-08-15"),
             "mlprod.yaml: train.split: valid_end (2013-08-15 00:00) must come after train_end "
             "(2013-09-01 00:00) plus the gap; the windows would overlap",

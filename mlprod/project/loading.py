@@ -155,14 +155,14 @@ def _resolve(schema: dict[str, Any], node: Any, value: Any) -> Any:
             node = schema["$defs"][node["$ref"].split("/")[-1]]
         elif "oneOf" in node or "anyOf" in node:
             options = node.get("oneOf") or node.get("anyOf")
-            kind = value.get("kind") if isinstance(value, dict) else None
+            # The union's tag: features are told apart by "kind", splits by "method".
+            tag = (node.get("discriminator") or {}).get("propertyName", "kind")
+            kind = value.get(tag) if isinstance(value, dict) else None
             chosen = None
             for option in options or []:
                 option = _resolve(schema, option, value)
                 props = option.get("properties", {}) if isinstance(option, dict) else {}
-                if ("kind" in props and props["kind"].get("const") == kind) or (
-                    chosen is None and props
-                ):
+                if (tag in props and props[tag].get("const") == kind) or (chosen is None and props):
                     chosen = option
             node = chosen
         else:
