@@ -96,9 +96,7 @@ class _Fitted:
     @property
     def scorer(self) -> EncodedModel | Ensemble:
         """The model of a single split; the average of the fold models under cross-validation."""
-        return (
-            self.members[0] if len(self.members) == 1 else Ensemble(list(self.members), "average")
-        )
+        return self.members[0] if len(self.members) == 1 else Ensemble(self.members, "average")
 
 
 def fit_candidates(
@@ -121,15 +119,16 @@ def fit_candidates(
     candidates = []
     for spec in config.models:
         encoding = encoding_for(spec.kind)
-        for fold in data:
-            fold.encode(encoding, features, categorical)
 
         def fit(
-            params: dict[str, Any], callbacks: list[Any], spec: ModelSpec = spec
+            params: dict[str, Any],
+            callbacks: list[Any],
+            spec: ModelSpec = spec,
+            encoding: Encoding = encoding,
         ) -> tuple[_Fitted, float]:
             members, scores, aucs = [], [], []
             for index, fold in enumerate(data):
-                encoder, x_train, x_valid = fold.encoded[encoding_for(spec.kind)]
+                encoder, x_train, x_valid = fold.encode(encoding, features, categorical)
                 model = fit_model(
                     spec.kind,
                     params,
@@ -157,7 +156,7 @@ def fit_candidates(
             fitted, _ = fit(dict(spec.params), [])
         first = fitted.members[0]
         latency = sum(
-            single_row_latency_ms(m.model, fold.encoded[encoding][2])
+            single_row_latency_ms(m.model, fold.encode(encoding, features, categorical)[2])
             for m, fold in zip(fitted.members, data, strict=True)
         )
         candidates.append(
