@@ -264,15 +264,13 @@ class AggregateGroup:
             elif feature.function == "count_distinct":
                 table = self._distinct_table(self.value_index(node), feature.window)
                 name = f"{table}_{feature.lag // sql.MICROSECOND}_{previous}"
-                if name not in {j.alias_or_name for j in select.args.get("joins") or []}:
-                    select = self._asof(select, table, name, feature.lag, compiler)
+                select = self._asof(select, table, name, feature.lag, compiler)
                 count = exp.cast(sql.coalesce0(sql.col("__d", name)), exp.DataType.Type.BIGINT)
                 columns.append(sql.alias(count, f"__f_{node.name}"))
             elif feature.function == "last":
                 table = f"{self.prefix}_last{self.value_index(node)}"
                 name = f"{table}_{feature.lag // sql.MICROSECOND}_{previous}"
-                if name not in {j.alias_or_name for j in select.args.get("joins") or []}:
-                    select = self._asof(select, table, name, feature.lag, compiler)
+                select = self._asof(select, table, name, feature.lag, compiler)
                 inside = exp.GTE(
                     this=sql.col("__at", name),
                     expression=sql.minus(sql.col("__t", PREV), feature.lag + feature.window),
@@ -295,6 +293,9 @@ class AggregateGroup:
     def _asof(
         self, select: exp.Select, table: str, name: str, offset: timedelta, compiler: MatrixCompiler
     ) -> exp.Select:
+        """ASOF-join ``table`` as ``name`` at ``t - offset``, unless it is joined already."""
+        if name in {j.alias_or_name for j in select.args.get("joins") or []}:
+            return select
         at = sql.minus(sql.col("__t", PREV), offset)
         condition = [
             *compiler.key_condition(name, self.pairs),
