@@ -22,6 +22,7 @@ from rich.table import Table
 
 from mlprod.api import Project, TrainSummary, describe_difference
 from mlprod.errors import MlprodError
+from mlprod.formatting import format_size
 from mlprod.registry import models as registry
 
 app = typer.Typer(
@@ -179,16 +180,9 @@ _LEADERBOARD: list[tuple[str, str, Callable[[Any], str]]] = [
     ("log-loss", "valid_log_loss", lambda v: f"{v:.4f}"),
     ("fit s", "fit_seconds", lambda v: f"{v:.1f}"),
     ("trials", "trials", str),
-    ("size", "size_bytes", lambda v: _size(int(v))),
+    ("size", "size_bytes", format_size),
     ("ms/row", "latency_ms", lambda v: f"{v:.3g}"),
 ]
-
-
-def _size(size: int) -> str:
-    for unit, scale in (("MB", 1e6), ("KB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
 
 
 def _print_training(summary: TrainSummary) -> None:

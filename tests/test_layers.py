@@ -11,11 +11,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mlprod"
 # What each part of the package may import from mlprod (besides itself).
 ALLOWED = {
     "errors": set(),
+    "formatting": set(),
     "sqlparts": set(),
     "project": {"errors"},
     "data": {"errors", "sqlparts", "project"},
     "features": {"errors", "sqlparts", "project", "data"},
-    "evaluate": {"errors", "project"},
+    "evaluate": {"errors", "formatting", "project"},
     "train": {"errors", "sqlparts", "project", "data", "features", "evaluate", "artefact"},
     "artefact": {"errors", "train"},
     "registry": {"errors", "artefact"},
@@ -30,7 +31,7 @@ ALLOWED = {
         "artefact",
         "registry",
     },
-    "cli": {"errors", "project", "api", "artefact", "registry"},
+    "cli": {"errors", "formatting", "project", "api", "artefact", "registry"},
 }
 
 

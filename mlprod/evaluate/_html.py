@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mlprod.evaluate.plots import to_png
+from mlprod.formatting import format_size
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1240px; color: #222;
@@ -45,14 +46,6 @@ def format_number(value: float) -> str:
     if abs(value) >= 0.001:
         return f"{value:.4g}"
     return f"{value:.2e}"
-
-
-def format_size(n_bytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n_bytes) < 1024 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1024
-    raise AssertionError(n_bytes)  # pragma: no cover
 
 
 def format_cell(value: object, column: str = "") -> str:
