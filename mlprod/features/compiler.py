@@ -87,7 +87,8 @@ def staged(query: exp.Select, tables: set[str]) -> StagedQuery:
 
     A CTE becomes a stage of its own when it is one of ``tables`` (one row per event: the
     spine, each level, each probe) or when more than one place reads it; any other CTE stays a
-    CTE of its one reader, where DuckDB can stream it instead of storing it.
+    CTE of its one reader, where DuckDB can stream it instead of storing it. So does a table
+    that only the final select reads, once (the last level): storing it would only copy it.
     """
     key = "with_" if "with_" in query.args else "with"
     with_ = query.args.get(key)
@@ -98,7 +99,11 @@ def staged(query: exp.Select, tables: set[str]) -> StagedQuery:
     steps = {cte.alias: cte.this.copy() for cte in ctes} | {"": final}
     order = [*names, ""]
     reads = Counter(t.name for step in steps.values() for t in step.find_all(exp.Table))
-    kept = [n for n in names if n in tables or reads[n] > 1]
+    kept = [
+        n
+        for n in names
+        if reads[n] > 1 or (n in tables and not (reads[n] == 1 and _reads(final, n)))
+    ]
     for index, name in enumerate(names):
         if name in kept:
             continue
