@@ -32,7 +32,7 @@ RUNNERS: dict[str, Callable[[Path, dict[str, float]], pa.Table]] = {
 }
 
 
-def _rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's peak RSS in MB.
 
     ``VmHWM`` belongs to the process's own address space; ``ru_maxrss`` would also count the
@@ -53,14 +53,14 @@ def worker(method: str, folder: Path, output: Path, report: Path) -> None:
         # Import outside the timed region, like the other methods' libraries.
         import mlprod
         import mlprod.features.matrix  # noqa: F401
-    baseline = _rss_mb()
+    baseline = peak_rss_mb()
     timings: dict[str, float] = {}
     usage = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     table = RUNNERS[method](folder, timings)
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
-    peak = _rss_mb()  # before writing the output, which is not part of the method
+    peak = peak_rss_mb()  # before writing the output, which is not part of the method
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
     feather.write_feather(table, str(output), compression="uncompressed")
     result = {

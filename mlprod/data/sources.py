@@ -24,11 +24,22 @@ from mlprod.project.config import (
     ProjectConfig,
     SourceConfig,
 )
+from mlprod.project.engine import EngineConfig
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB for computing features; times are UTC."""
-    con = duckdb.connect()
+def connect(
+    engine: EngineConfig | None = None, spill_directory: Path | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for computing features, within the project's engine limits and
+    spilling into ``spill_directory``; times are UTC."""
+    settings: dict[str, str | bool | int | float | list[str]] = {}
+    if engine is not None and engine.threads is not None:
+        settings["threads"] = engine.threads
+    if engine is not None and engine.memory_limit is not None:
+        settings["memory_limit"] = f"{engine.memory_limit}B"
+    if spill_directory is not None:
+        settings["temp_directory"] = str(spill_directory)
+    con = duckdb.connect(config=settings)
     con.execute("SET TimeZone = 'UTC'")
     # Track query progress for our own progress bar, without DuckDB printing its own.
     con.execute("SET enable_progress_bar = true")

@@ -31,6 +31,7 @@ from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.features.typecheck import check_types, duckdb_message
 from mlprod.project.config import ExprFeature, LookupFeature, ProjectConfig
+from mlprod.project.engine import format_bytes
 
 
 @dataclass
@@ -99,7 +100,9 @@ def build_matrix(
     read = [source for n in nodes if (source := _source_of(n))]
     needed = list(dict.fromkeys([config.spine.source, *read]))
     check_types(graph)
-    con = connect()
+    spill = spill_directory(folder, config)
+    spill.parent.mkdir(parents=True, exist_ok=True)  # DuckDB makes the folder, not its parents
+    con = connect(config.engine, spill)
     try:
         task = progress.add_task("reading sources", total=len(needed)) if progress else None
         profiles: dict[str, SourceProfile] = {}
@@ -117,6 +120,8 @@ def build_matrix(
         events = _event_counts(con, compiler, as_of)
         try:
             table = run_staged(con, compiler.staged_query(as_of, wanted), progress)
+        except duckdb.OutOfMemoryException as exc:
+            raise FeatureError(_out_of_memory(config, exc)) from None
         except duckdb.Error as exc:  # data-dependent failures, e.g. a cast of a bad value
             raise FeatureError(f"computing the features failed: {duckdb_message(exc)}") from None
     finally:
@@ -130,6 +135,27 @@ def build_matrix(
     events["rows"] = table.num_rows
     return Matrix(
         table, wanted, as_of, time.perf_counter() - started, events, profiles, hashes, categories
+    )
+
+
+def spill_directory(folder: Path, config: ProjectConfig) -> Path:
+    """Where DuckDB spills what does not fit in memory: ``engine.spill_directory``, or
+    ``<store>/spill`` inside the project (not ``.tmp`` in whatever folder mlprod runs from)."""
+    chosen = config.engine.spill_directory
+    return folder / (chosen if chosen is not None else Path(config.store) / "spill")
+
+
+def _out_of_memory(config: ProjectConfig, exc: duckdb.Error) -> str:
+    limit = config.engine.memory_limit
+    allowed = (
+        f"engine.memory_limit ({format_bytes(limit)})"
+        if limit is not None
+        else "DuckDB's default limit (80% of RAM)"
+    )
+    return (
+        f"computing the features ran out of memory: the build needs more than {allowed} "
+        f"allows, even spilling to disk ({duckdb_message(exc)}). Raise engine.memory_limit in "
+        "mlprod.yaml, or build fewer features or a shorter history at once."
     )
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from mlprod.project.base import Duration, Expression, Identifier, Strict
+from mlprod.project.engine import EngineConfig
 from mlprod.project.training import TrainConfig
 
 ColumnType = Literal["int", "float", "string", "bool", "timestamp", "date"]
@@ -204,3 +205,6 @@ class ProjectConfig(Strict):
     spine: SpineConfig
     features: list[Feature] = Field(min_length=1)
     train: TrainConfig | None = Field(None, description="Training, tuning and registration.")
+    engine: EngineConfig = Field(
+        default_factory=EngineConfig, description="Threads, memory and spill folder for builds."
+    )

@@ -30,6 +30,7 @@ from mlprod.features.matrix import Matrix
 from mlprod.project.config import ProjectConfig
 from mlprod.train.splits import split_matrix
 from mlprod.train.trainer import (
+    RESOURCES,
     config_hash,
     git_commit,
     matrix_fingerprint,
@@ -135,7 +136,7 @@ def _config_differences(
     if lineage.get("config_hash") == now:
         return []
     found = [_difference("config", "hash", lineage.get("config_hash", ABSENT), now)]
-    current = _plain(config.model_dump(mode="json", by_alias=True, exclude={"train"}))
+    current = _plain(config.model_dump(mode="json", by_alias=True, exclude={"train", *RESOURCES}))
     changed = _changes("config", "", definitions, current)
     if not changed:
         found[0]["note"] = "the train section changed; the recording keeps only its hash"

@@ -94,7 +94,7 @@ def train_pipeline(
     test_worth = outcome_values(value, test) if value is not None else None
     pipeline = FittedPipeline(
         project=config.name,
-        definitions=config.model_dump(mode="json", by_alias=True, exclude={"train"}),
+        definitions=config.model_dump(mode="json", by_alias=True, exclude={"train", *RESOURCES}),
         features=features,
         scorer=best.scorer,
         model_name=best.name,
@@ -217,9 +217,15 @@ def matrix_fingerprint(table: pa.Table) -> str:
     return digest.hexdigest()[:16]
 
 
+# Sections that say how much of the machine to use, not what to compute: outside the lineage,
+# so giving a build more memory does not make a model's recorded config differ.
+RESOURCES = frozenset({"engine"})
+
+
 def config_hash(config: ProjectConfig) -> str:
-    """A hash of the whole configuration, as the lineage records it."""
-    config_json = json.dumps(config.model_dump(mode="json", by_alias=True), sort_keys=True)
+    """A hash of the whole configuration but its resource settings, as the lineage records it."""
+    dumped = config.model_dump(mode="json", by_alias=True, exclude=set(RESOURCES))
+    config_json = json.dumps(dumped, sort_keys=True)
     return hashlib.sha256(config_json.encode()).hexdigest()[:16]
 
 
