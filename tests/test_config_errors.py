@@ -361,3 +361,20 @@ def test_config_check_returns_feature_types(flights_project: Project) -> None:
     assert types["carrier"] == "VARCHAR"
     assert types["origin_temp"] == "DOUBLE"
     assert len(types) == len(flights_project.config.features)
+
+
+def test_the_first_broken_feature_is_named(
+    make_project: MakeProject, flights_config: dict[str, Any]
+) -> None:
+    """The matrix query is bound whole; when it fails, the features are bound one by one in
+    dependency order, so the message names the first broken one, not any of them."""
+    flights_config["features"] += [
+        {"name": "late_broken", "kind": "expr", "expr": "early_broken + nofunc(hour)"},
+        {"name": "early_broken", "kind": "expr", "expr": "carrier + 1"},
+    ]
+    with raises(
+        FeatureError,
+        "feature 'early_broken': Binder Error: No function matches the given name and argument "
+        "types '+(VARCHAR, INTEGER_LITERAL)'. You might need to add explicit type casts.",
+    ):
+        make_project(flights_config).check()

@@ -18,7 +18,7 @@ from mlprod import sqlparts as sql
 from mlprod.data.types import type_family
 from mlprod.errors import FeatureError
 from mlprod.features.compiler import MatrixCompiler
-from mlprod.features.graph import FeatureGraph
+from mlprod.features.graph import FeatureGraph, Node
 from mlprod.project.config import AggregateFeature, ColumnType
 
 SQL_TYPES: dict[ColumnType, str] = {
@@ -34,33 +34,50 @@ _PROBE_TIME = datetime(9999, 1, 1)
 
 
 def check_types(graph: FeatureGraph) -> dict[str, str]:
-    """Check all expressions (times, label, values) and features; return each feature's SQL type."""
+    """Check all expressions (times, label, values) and features; return each feature's SQL type.
+
+    The whole matrix query is bound once; only when that fails is each feature bound on its
+    own, in dependency order, so that the message names the first broken one.
+    """
     con = duckdb.connect()
     try:
         _create_empty_sources(con, graph)
         _check_times(con, graph)
         _check_values(con, graph)
         compiler = MatrixCompiler(graph)
-        types: dict[str, str] = {}
-        for name, node in graph.nodes.items():  # dependency order: a broken input is named first
-            feature = node.feature
-            if isinstance(feature, AggregateFeature) and feature.function in NUMERIC_FUNCTIONS:
-                assert node.value is not None
-                found = _type_of(con, feature.source, node.value, f"feature '{name}'")
-                if type_family(found) not in ("int", "float", "bool"):
-                    raise FeatureError(
-                        f"feature '{name}': function '{feature.function}' needs a number, but "
-                        f"value '{feature.value}' is {found}"
-                    )
-            query = compiler.training_query(_PROBE_TIME, [name]).sql("duckdb", identify=True)
-            try:
-                relation = con.sql(query)
-            except duckdb.Error as exc:
-                raise FeatureError(f"feature '{name}': {duckdb_message(exc)}") from None
-            types[name] = str(relation.types[relation.columns.index(name)])
-        return types
+        try:
+            relation = con.sql(compiler.training_query(_PROBE_TIME).sql("duckdb", identify=True))
+        except duckdb.Error:
+            return {name: _check_feature(con, compiler, name) for name in graph.nodes}
+        types = dict(zip(relation.columns, (str(t) for t in relation.types), strict=True))
+        for name in graph.nodes:
+            _check_numeric(con, graph.nodes[name])
+        return {name: types[name] for name in graph.nodes}
     finally:
         con.close()
+
+
+def _check_feature(con: duckdb.DuckDBPyConnection, compiler: MatrixCompiler, name: str) -> str:
+    """Bind one feature (and what it needs) alone; its SQL type."""
+    _check_numeric(con, compiler.graph.nodes[name])
+    query = compiler.training_query(_PROBE_TIME, [name]).sql("duckdb", identify=True)
+    try:
+        relation = con.sql(query)
+    except duckdb.Error as exc:
+        raise FeatureError(f"feature '{name}': {duckdb_message(exc)}") from None
+    return str(relation.types[relation.columns.index(name)])
+
+
+def _check_numeric(con: duckdb.DuckDBPyConnection, node: Node) -> None:
+    feature = node.feature
+    if isinstance(feature, AggregateFeature) and feature.function in NUMERIC_FUNCTIONS:
+        assert node.value is not None
+        found = _type_of(con, feature.source, node.value, f"feature '{node.name}'")
+        if type_family(found) not in ("int", "float", "bool"):
+            raise FeatureError(
+                f"feature '{node.name}': function '{feature.function}' needs a number, but "
+                f"value '{feature.value}' is {found}"
+            )
 
 
 def duckdb_message(exc: duckdb.Error) -> str:
