@@ -23,7 +23,7 @@ from rich.progress import Progress
 from mlprod.data.baselines import save_baselines
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.graph import FeatureGraph
-from mlprod.features.matrix import Matrix, build_matrix
+from mlprod.features.matrix import Matrix, StepTime, build_matrix
 from mlprod.features.typecheck import check_types
 from mlprod.project.config import ProjectConfig
 from mlprod.project.loading import load_config
@@ -44,6 +44,7 @@ class BuildSummary:
     path: str
     metadata_path: str
     events: dict[str, int]
+    steps: list[StepTime]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class BuildSummary:
             "path": self.path,
             "metadata_path": self.metadata_path,
             "events": self.events,
+            "steps": [step.to_dict() for step in self.steps],
         }
 
 
@@ -268,6 +270,7 @@ class Project:
             str(path),
             str(meta_path),
             matrix.events,
+            matrix.steps,
         )
 
 

@@ -126,6 +126,35 @@ def features_build(
     table.add_row("path", summary.path)
     table.add_row("metadata", summary.metadata_path)
     console.print(table)
+    console.print(_steps_table(summary.steps, summary.seconds))
+
+
+_SHOWN_STEPS = 8
+
+
+def _steps_table(steps: list[Any], total: float) -> Table:
+    """The slowest steps of a build (named as in ``features sql``) and what each was for."""
+    table = Table(title="where the time went", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("for features")
+    ranked = sorted(steps, key=lambda step: step.seconds, reverse=True)
+    for step in ranked[:_SHOWN_STEPS]:
+        share = f"{step.seconds / total:.0%}" if total > 0 else ""
+        table.add_row(step.step, f"{step.seconds:.2f}", share, _for_features(step))
+    rest = ranked[_SHOWN_STEPS:]
+    if rest:
+        seconds = sum(step.seconds for step in rest)
+        share = f"{seconds / total:.0%}" if total > 0 else ""
+        table.add_row(f"{len(rest)} more steps", f"{seconds:.2f}", share, "")
+    return table
+
+
+def _for_features(step: Any) -> str:
+    names = list(step.features)
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"(shared) {shown}" if step.prepares and names else shown
 
 
 @features_app.command("list")

@@ -183,7 +183,7 @@ def engine_matrix(
         table = pa.Table.from_pylist(list(rows), schema=ROWS_SCHEMA)
         for name in TIMED_SOURCES:
             con.register(name, table)
-        matrix = run_staged(con, query)
+        matrix = run_staged(con, query).table
     finally:
         con.close()
     return matrix.column_names, matrix.to_pylist()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,19 @@ def test_features_build_json(example: Path) -> None:
     assert isinstance(summary["seconds"], float) and summary["seconds"] > 0
     path = Path(summary["path"])
     assert path.is_file() and path.is_relative_to(example / ".mlprod")
+
+
+def test_features_build_shows_where_the_time_went(example: Path) -> None:
+    result = mlprod("features", "build", "--project", example, "--as-of", "2014-06-01")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "where the time went" in out
+    table = out[out.index("where the time went") :]
+    assert re.search(r"step +seconds +share +for features", table)
+    # The 8 slowest of the build's 15 steps, then the rest in one row.
+    shown = re.findall(r"^ (__\w+|read and check sources|result) +\d+\.\d\d +\d+%", table, re.M)
+    assert len(shown) == 8
+    assert re.search(r"^ 7 more steps +\d+\.\d\d +\d+%", table, re.M)
 
 
 def test_features_sql(example: Path) -> None:

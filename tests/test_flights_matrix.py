@@ -36,6 +36,20 @@ def test_matrix_has_every_flight_and_feature(flights_project: Project) -> None:
     assert {f["name"] for f in meta["features"]} == set(names)
     assert all(len(f["definition_hash"]) == 16 for f in meta["features"])
     assert set(meta["categories"]["origin"]["levels"]) == {"EWR", "JFK", "LGA"}
+    # Where the time went: each feature is computed by exactly one step, named as in the SQL.
+    steps = meta["steps"]
+    assert steps[0]["step"] == "read and check sources"
+    assert steps[-1]["step"] == "result"
+    computed = [f for step in steps if not step["prepares"] for f in step["features"]]
+    assert sorted(computed) == sorted(names)
+    sql = flights_project.feature_sql()
+    assert all(f'"{step["step"]}" AS' in sql for step in steps[1:-1])
+    shared = [step for step in steps[1:] if step["prepares"]]  # e.g. the spine, running totals
+    assert shared and all(
+        step["features"] and set(step["features"]) <= set(names) for step in shared
+    )
+    timed = sum(step["seconds"] for step in steps)
+    assert 0.5 * meta["seconds"] < timed <= meta["seconds"]
 
 
 def test_labels_not_yet_known_are_left_out(flights_project: Project) -> None:
@@ -95,7 +109,7 @@ def test_a_staged_build_equals_the_single_query_and_leaves_no_tables(
             open_source(con, flights_project.folder, flights_project.config, source)
         before = con.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall()
         single = con.sql(compiler.sql(as_of)).to_arrow_table()
-        built = run_staged(con, staged)
+        built = run_staged(con, staged).table
         after = con.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall()
     finally:
         con.close()

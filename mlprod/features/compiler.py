@@ -69,6 +69,8 @@ class Stage:
     name: str
     select: exp.Select
     drop_after: tuple[str, ...]  # earlier stages no later step reads
+    features: tuple[str, ...] = ()  # the features it computes, or those of the steps reading it
+    prepares: bool = False  # True: it computes none itself (the spine, running totals, ...)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class StagedQuery:
     stages: tuple[Stage, ...]
     final: exp.Select
     final_drops: tuple[str, ...]
+    final_features: tuple[str, ...] = ()  # the features the final select computes itself
 
 
 def staged(query: exp.Select, tables: set[str]) -> StagedQuery:
@@ -117,8 +120,21 @@ def staged(query: exp.Select, tables: set[str]) -> StagedQuery:
             )
     last = {n: max(i for i, r in enumerate([*kept, ""]) if _reads(steps[r], n)) for n in kept}
     drops = [tuple(n for n in kept if last[n] == i) for i in range(len(kept) + 1)]
-    stages = tuple(Stage(name, steps[name], drops[i]) for i, name in enumerate(kept))
-    return StagedQuery(stages, steps[""], drops[-1])
+    own = {name: _computed_features(steps[name]) for name in [*kept, ""]}
+    stages = []
+    for i, name in enumerate(kept):
+        readers = [r for r in [*kept[i + 1 :], ""] if _reads(steps[r], name)]
+        served = tuple(dict.fromkeys(f for r in readers for f in own[r]))
+        features, prepares = (own[name], False) if own[name] else (served, True)
+        stages.append(Stage(name, steps[name], drops[i], features, prepares))
+    return StagedQuery(tuple(stages), steps[""], drops[-1], own[""])
+
+
+def _computed_features(step: exp.Select) -> tuple[str, ...]:
+    """Features whose column a step defines (``... AS __f_name``), not ones it passes on."""
+    prefix = feature_column("")
+    found = (a.alias for a in step.find_all(exp.Alias) if a.alias.startswith(prefix))
+    return tuple(dict.fromkeys(name.removeprefix(prefix) for name in found))
 
 
 def _reads(step: exp.Select, name: str) -> bool:

@@ -46,6 +46,7 @@ class Matrix:
     sources: dict[str, SourceProfile]
     hashes: dict[str, str]
     categories: dict[str, CategoryEncoder] = field(default_factory=dict)
+    steps: list[StepTime] = field(default_factory=list)  # where the time went
 
     def metadata(self, graph: FeatureGraph) -> dict[str, Any]:
         table = self.table
@@ -77,6 +78,7 @@ class Matrix:
             "events": self.events,
             "features": features,
             "categories": {name: enc.to_dict() for name, enc in self.categories.items()},
+            "steps": [step.to_dict() for step in self.steps],
             "sources": {
                 name: {"rows": p.rows, "types": p.types, "null_rates": p.null_rates}
                 for name, p in self.sources.items()
@@ -119,13 +121,16 @@ def build_matrix(
         compiler = MatrixCompiler(graph)
         events = _event_counts(con, compiler, as_of)
         try:
-            table = run_staged(con, compiler.staged_query(as_of, wanted), progress)
+            query = compiler.staged_query(as_of, wanted)
+            prepared = StepTime("read and check sources", time.perf_counter() - started, (), True)
+            run = run_staged(con, query, progress)
         except duckdb.OutOfMemoryException as exc:
             raise FeatureError(_out_of_memory(config, exc)) from None
         except duckdb.Error as exc:  # data-dependent failures, e.g. a cast of a bad value
             raise FeatureError(f"computing the features failed: {duckdb_message(exc)}") from None
     finally:
         con.close()
+    table = run.table
     categories = {
         n.name: CategoryEncoder.fit(table.column(n.name), n.feature.categorical)
         for n in nodes
@@ -133,9 +138,9 @@ def build_matrix(
     }
     hashes = definition_hashes(config, graph, wanted)
     events["rows"] = table.num_rows
-    return Matrix(
-        table, wanted, as_of, time.perf_counter() - started, events, profiles, hashes, categories
-    )
+    seconds = time.perf_counter() - started
+    steps = [prepared, *run.steps]
+    return Matrix(table, wanted, as_of, seconds, events, profiles, hashes, categories, steps)
 
 
 def spill_directory(folder: Path, config: ProjectConfig) -> Path:
@@ -159,14 +164,40 @@ def _out_of_memory(config: ProjectConfig, exc: duckdb.Error) -> str:
     )
 
 
+@dataclass(frozen=True)
+class StepTime:
+    """How long one step of a build took, and which features it was for."""
+
+    step: str
+    seconds: float
+    features: tuple[str, ...]
+    prepares: bool  # True: shared work (e.g. running totals) that later steps read
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "seconds": round(self.seconds, 3),
+            "features": list(self.features),
+            "prepares": self.prepares,
+        }
+
+
+@dataclass(frozen=True)
+class StagedRun:
+    table: pa.Table
+    steps: list[StepTime]
+
+
 def run_staged(
     con: duckdb.DuckDBPyConnection, query: StagedQuery, progress: Progress | None = None
-) -> pa.Table:
+) -> StagedRun:
     """Run the feature query stage by stage, dropping each intermediate table once nothing
-    later reads it. The bar advances per stage and, within one, by DuckDB's own estimate."""
+    later reads it; time each stage. The bar advances per stage and, within one, by DuckDB's
+    own estimate."""
     steps = len(query.stages) + 1
     task = progress.add_task("computing features", total=steps * 100) if progress else None
     watch = _Watch(con, progress, task)
+    times: list[StepTime] = []
     for index, stage in enumerate(query.stages):
         create = exp.Create(
             this=_table(stage.name),
@@ -174,13 +205,18 @@ def run_staged(
             expression=stage.select,
             properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
         )
+        started = time.perf_counter()
         watch.run(index, f"step {index + 1} of {steps}", create, fetch=False)
+        seconds = time.perf_counter() - started
+        times.append(StepTime(stage.name, seconds, stage.features, stage.prepares))
         _drop(con, stage.drop_after)
+    started = time.perf_counter()
     table: pa.Table = watch.run(steps - 1, f"step {steps} of {steps}", query.final, fetch=True)
+    times.append(StepTime("result", time.perf_counter() - started, query.final_features, False))
     _drop(con, query.final_drops)
     if progress is not None and task is not None:
         progress.update(task, completed=steps * 100, description="features computed")
-    return table
+    return StagedRun(table, times)
 
 
 def _table(name: str) -> exp.Table:
