@@ -35,9 +35,9 @@ from reference import RefAggregate, RefAsof, RefFeature, RefLookup, RowFn
 
 # Each example compiles and runs a query (~0.1s), so shrinking a failure takes minutes: it is
 # off unless MLPROD_PIT_SHRINK=1. A failure reports the event, the feature and the rows it could
-# see; the example database replays it on the next run.
+# see; the example database replays it on the next run. MLPROD_PIT_EXAMPLES=2000 searches deeper.
 PROPERTY_SETTINGS = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("MLPROD_PIT_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     phases=[Phase.explicit, Phase.reuse, Phase.generate]
