@@ -47,8 +47,11 @@ def check_types(graph: FeatureGraph) -> dict[str, str]:
         compiler = MatrixCompiler(graph)
         try:
             relation = con.sql(compiler.training_query(_PROBE_TIME).sql("duckdb", identify=True))
-        except duckdb.Error:
-            return {name: _check_feature(con, compiler, name) for name in graph.nodes}
+        except duckdb.Error as exc:
+            for name in graph.nodes:
+                _check_feature(con, compiler, name)
+            # Each binds alone, yet not all together: say so rather than let the build fail.
+            raise FeatureError(f"the feature query does not bind: {duckdb_message(exc)}") from None
         types = dict(zip(relation.columns, (str(t) for t in relation.types), strict=True))
         for name in graph.nodes:
             _check_numeric(con, graph.nodes[name])
@@ -57,15 +60,14 @@ def check_types(graph: FeatureGraph) -> dict[str, str]:
         con.close()
 
 
-def _check_feature(con: duckdb.DuckDBPyConnection, compiler: MatrixCompiler, name: str) -> str:
-    """Bind one feature (and what it needs) alone; its SQL type."""
+def _check_feature(con: duckdb.DuckDBPyConnection, compiler: MatrixCompiler, name: str) -> None:
+    """Bind one feature (and what it needs) alone."""
     _check_numeric(con, compiler.graph.nodes[name])
     query = compiler.training_query(_PROBE_TIME, [name]).sql("duckdb", identify=True)
     try:
-        relation = con.sql(query)
+        con.sql(query)
     except duckdb.Error as exc:
         raise FeatureError(f"feature '{name}': {duckdb_message(exc)}") from None
-    return str(relation.types[relation.columns.index(name)])
 
 
 def _check_numeric(con: duckdb.DuckDBPyConnection, node: Node) -> None:
