@@ -100,7 +100,18 @@ def config_schema() -> None:
 
 @features_app.command("build")
 def features_build(
-    project: ProjectDir = Path("."), as_of: AsOf = None, as_json: Json = False, debug: Debug = False
+    project: ProjectDir = Path("."),
+    as_of: AsOf = None,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature",
+            "-f",
+            help="Build only this feature and what it needs (repeat for more; default: all).",
+        ),
+    ] = None,
+    as_json: Json = False,
+    debug: Debug = False,
 ) -> None:
     """Build the point-in-time correct training matrix (Parquet plus a metadata file)."""
     loaded = _run(debug, lambda: Project.load(project))
@@ -108,9 +119,9 @@ def features_build(
     # Errors are reported after the progress display has closed, so they stand alone.
     with (
         _user_errors(debug),
-        Progress(*columns, console=errors, transient=True, disable=as_json) as progress,
+        Progress(*columns, console=errors, transient=True, disable=_no_bar(as_json)) as progress,
     ):
-        summary = loaded.write_features(as_of, progress)
+        summary = loaded.write_features(as_of, progress, feature or None)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
         return
@@ -194,7 +205,13 @@ def _progress(quiet: bool) -> Progress:
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
     )
-    return Progress(*columns, console=errors, transient=True, disable=quiet)
+    return Progress(*columns, console=errors, transient=True, disable=_no_bar(quiet))
+
+
+def _no_bar(quiet: bool) -> bool:
+    """No bar when asked, or when stderr is no terminal: there a bar cannot move, and closing
+    it would only leave a blank line before an error."""
+    return quiet or not errors.is_terminal
 
 
 def _print_json(value: Any) -> None:

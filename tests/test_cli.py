@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import copy_example
@@ -120,6 +121,28 @@ def test_features_build_json(example: Path) -> None:
     assert isinstance(summary["seconds"], float) and summary["seconds"] > 0
     path = Path(summary["path"])
     assert path.is_file() and path.is_relative_to(example / ".mlprod")
+
+
+def test_features_build_of_some_features(example: Path) -> None:
+    """--feature builds those features and what they need: plane_age reads plane_year, and
+    origin_delayed_3h is keyed by the feature origin."""
+    args = ["--feature", "plane_age", "-f", "origin_delayed_3h", "--as-of", "2014-06-01"]
+    result = mlprod("features", "build", "--project", example, *args, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    table = pq.read_table(summary["path"])
+    built = table.column_names[4:]
+    assert sorted(built) == ["origin", "origin_delayed_3h", "plane_age", "plane_year"]
+    assert built.index("plane_year") < built.index("plane_age")
+    assert table.num_rows == 336_776
+
+
+def test_features_build_of_an_unknown_feature_is_one_line(example: Path) -> None:
+    # Not --json: the progress bar must leave no blank line before the error when piped.
+    result = mlprod("features", "build", "--project", example, "--feature", "origin_delayed_3")
+    assert_one_error_line(
+        result, "unknown feature 'origin_delayed_3' (did you mean 'origin_delayed_3h'?)"
+    )
 
 
 def test_features_build_shows_where_the_time_went(example: Path) -> None:

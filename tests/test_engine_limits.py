@@ -120,8 +120,8 @@ def test_a_limit_the_build_cannot_live_with_is_explained(
         "engine.memory_limit (48MB) allows, even spilling to disk (Out of Memory Error: "
     )
     assert message.endswith(
-        "Raise engine.memory_limit in mlprod.yaml, or build fewer features or a shorter "
-        "history at once."
+        "Raise engine.memory_limit in mlprod.yaml, or build fewer features at once "
+        "(features build --feature NAME)."
     )
 
 

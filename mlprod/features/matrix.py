@@ -160,7 +160,7 @@ def _out_of_memory(config: ProjectConfig, exc: duckdb.Error) -> str:
     return (
         f"computing the features ran out of memory: the build needs more than {allowed} "
         f"allows, even spilling to disk ({duckdb_message(exc)}). Raise engine.memory_limit in "
-        "mlprod.yaml, or build fewer features or a shorter history at once."
+        "mlprod.yaml, or build fewer features at once (features build --feature NAME)."
     )
 
 
