@@ -153,7 +153,7 @@ def test_features_build_shows_where_the_time_went(example: Path) -> None:
     table = out[out.index("where the time went") :]
     assert re.search(r"step +seconds +share +for features", table)
     # The 8 slowest of the build's 15 steps, then the rest in one row.
-    shown = re.findall(r"^ (__\w+|read and check sources|result) +\d+\.\d\d +\d+%", table, re.M)
+    shown = re.findall(r"^ (__\w+|sources, checks, compile|result) +\d+\.\d\d +\d+%", table, re.M)
     assert len(shown) == 8
     assert re.search(r"^ 7 more steps +\d+\.\d\d +\d+%", table, re.M)
 

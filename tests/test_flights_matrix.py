@@ -38,7 +38,7 @@ def test_matrix_has_every_flight_and_feature(flights_project: Project) -> None:
     assert set(meta["categories"]["origin"]["levels"]) == {"EWR", "JFK", "LGA"}
     # Where the time went: each feature is computed by exactly one step, named as in the SQL.
     steps = meta["steps"]
-    assert steps[0]["step"] == "read and check sources"
+    assert steps[0]["step"] == "sources, checks, compile"
     assert steps[-1]["step"] == "result"
     computed = [f for step in steps if not step["prepares"] for f in step["features"]]
     assert sorted(computed) == sorted(names)

@@ -122,7 +122,7 @@ def build_matrix(
         events = _event_counts(con, compiler, as_of)
         try:
             query = compiler.staged_query(as_of, wanted)
-            prepared = StepTime("read and check sources", time.perf_counter() - started, (), True)
+            prepared = StepTime("sources, checks, compile", time.perf_counter() - started, (), True)
             run = run_staged(con, query, progress)
         except duckdb.OutOfMemoryException as exc:
             raise FeatureError(_out_of_memory(config, exc)) from None
@@ -184,6 +184,8 @@ class StepTime:
 
 @dataclass(frozen=True)
 class StagedRun:
+    """A staged build's result, and how long each of its steps took."""
+
     table: pa.Table
     steps: list[StepTime]
 
