@@ -23,7 +23,8 @@ from rich.progress import Progress
 from mlprod.data.baselines import save_baselines
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.graph import FeatureGraph
-from mlprod.features.matrix import Matrix, StepTime, build_matrix
+from mlprod.features.matrix import Matrix, build_matrix
+from mlprod.features.matrix import StepTime as StepTime  # part of BuildSummary, for the CLI
 from mlprod.features.typecheck import check_types
 from mlprod.project.config import ProjectConfig
 from mlprod.project.loading import load_config

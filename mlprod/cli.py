@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mlprod.api import Project, TrainSummary, describe_difference
+from mlprod.api import Project, StepTime, TrainSummary, describe_difference
 from mlprod.errors import MlprodError
 from mlprod.formatting import format_size
 from mlprod.registry import models as registry
@@ -143,7 +143,7 @@ def features_build(
 _SHOWN_STEPS = 8
 
 
-def _steps_table(steps: list[Any], total: float) -> Table:
+def _steps_table(steps: list[StepTime], total: float) -> Table:
     """The slowest steps of a build (named as in ``features sql``) and what each was for."""
     table = Table(title="where the time went", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("step")
@@ -162,7 +162,7 @@ def _steps_table(steps: list[Any], total: float) -> Table:
     return table
 
 
-def _for_features(step: Any) -> str:
+def _for_features(step: StepTime) -> str:
     names = list(step.features)
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return f"(shared) {shown}" if step.prepares and names else shown

@@ -15,11 +15,12 @@ import os
 import pickle
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import expect
 import mlflow
 import numpy as np
 import numpy.typing as npt
@@ -166,12 +167,9 @@ def uri(registry: Registry) -> Iterator[str]:
     yield registry.uri
 
 
-@contextmanager
-def raises(message: str) -> Iterator[None]:
+def raises(message: str) -> AbstractContextManager[None]:
     """Expect a RegistryError with exactly this message."""
-    with pytest.raises(RegistryError, match=f"^{re.escape(message)}$") as info:
-        yield
-    assert type(info.value) is RegistryError
+    return expect.raises(RegistryError, message)
 
 
 # --- the tracking URI --------------------------------------------------------------------------

@@ -105,11 +105,7 @@ def staged(query: exp.Select, tables: set[str]) -> StagedQuery:
     steps = {cte.alias: cte.this.copy() for cte in ctes} | {"": final}
     order = [*names, ""]
     reads = Counter(t.name for step in steps.values() for t in step.find_all(exp.Table))
-    kept = [
-        n
-        for n in names
-        if reads[n] > 1 or (n in tables and not (reads[n] == 1 and _reads(final, n)))
-    ]
+    kept = [n for n in names if reads[n] > 1 or (n in tables and not _reads(final, n))]
     for index, name in enumerate(names):
         if name in kept:
             continue
