@@ -17,9 +17,10 @@ ALLOWED = {
     "data": {"errors", "sqlparts", "project"},
     "features": {"errors", "sqlparts", "project", "data"},
     "evaluate": {"errors", "formatting", "project"},
+    "artefact": {"errors", "project"},
     "train": {"errors", "sqlparts", "project", "data", "features", "evaluate", "artefact"},
-    "artefact": {"errors", "train"},
     "registry": {"errors", "artefact"},
+    "serve": {"errors", "sqlparts", "project", "data", "features", "artefact", "registry"},
     "api": {
         "errors",
         "sqlparts",
@@ -30,8 +31,9 @@ ALLOWED = {
         "evaluate",
         "artefact",
         "registry",
+        "serve",
     },
-    "cli": {"errors", "formatting", "project", "api", "artefact", "registry"},
+    "cli": {"errors", "formatting", "project", "api", "artefact", "registry", "serve"},
 }
 
 

@@ -1,0 +1,1 @@
+"""Deploy: batch scoring, online features, the REST server and the prediction log."""
