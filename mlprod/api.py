@@ -22,6 +22,7 @@ from rich.progress import Progress
 
 from mlprod.data.baselines import save_baselines
 from mlprod.features.compiler import MatrixCompiler
+from mlprod.features.events import TrainingEvents
 from mlprod.features.graph import FeatureGraph
 from mlprod.features.matrix import Matrix, build_matrix
 from mlprod.features.matrix import StepTime as StepTime  # part of BuildSummary, for the CLI
@@ -110,12 +111,18 @@ class Project:
         """The resolved features; building it checks every reference in the config."""
         return FeatureGraph.build(self.config)
 
+    @property
+    def values(self) -> dict[str, str]:
+        """What each outcome is worth per row, as expressions (``train.value``)."""
+        train = self.config.train
+        return train.value.expressions() if train and train.value else {}
+
     def check(self) -> dict[str, str]:
         """Validate the whole configuration without reading any data.
 
         Returns each feature's SQL type, found by binding its query to the contracts' types.
         """
-        return check_types(self.graph)
+        return check_types(self.graph, TrainingEvents(self.graph, self.values))
 
     @property
     def store(self) -> Path:
@@ -127,7 +134,10 @@ class Project:
 
     def feature_sql(self, name: str | None = None, as_of: datetime | None = None) -> str:
         """The SQL that computes one feature (with what it depends on), or all of them."""
-        return MatrixCompiler(self.graph).sql(as_of or FAR_FUTURE, [name] if name else None)
+        training = TrainingEvents(self.graph, self.values)
+        return MatrixCompiler(self.graph).sql(
+            as_of or FAR_FUTURE, [name] if name else None, training
+        )
 
     def build_matrix(
         self,
@@ -136,7 +146,7 @@ class Project:
         progress: Progress | None = None,
     ) -> Matrix:
         """Build the training matrix in memory, with its lineage and statistics."""
-        return build_matrix(self.folder, self.graph, as_of, features, progress)
+        return build_matrix(self.folder, self.graph, as_of, features, progress, self.values)
 
     def build_features(
         self, as_of: datetime | None = None, features: list[str] | None = None

@@ -159,8 +159,7 @@ def test_a_feature_cannot_take_the_name_of_a_value_column(
     with raises(
         ConfigError,
         f"mlprod.yaml: features[{n}].name: 'value_tp' is a column of the training matrix already "
-        "(a spine key or one of label, label_available_at, prediction_time, value_tp); choose "
-        "another name",
+        "(the per-row value of train.value.tp); choose another name",
     ):
         make_project(flights_config).check()
 

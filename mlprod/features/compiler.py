@@ -23,10 +23,10 @@ from sqlglot import exp
 
 from mlprod import sqlparts as sql
 from mlprod.features.aggregates import AggregateGroup, aggregate_groups
+from mlprod.features.events import Events, TrainingEvents
 from mlprod.features.expressions import DIALECT, rewrite_columns
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.project.config import AsofFeature, ExprFeature, LookupFeature
-from mlprod.project.training import value_column
 
 PREV = "__p"
 
@@ -146,44 +146,54 @@ class MatrixCompiler:
 
     # --- public ------------------------------------------------------------------------
 
-    def training_query(self, as_of: datetime, names: list[str] | None = None) -> exp.Select:
+    def query(self, events: Events, names: list[str] | None = None) -> exp.Select:
+        """The features of ``events`` (see :mod:`mlprod.features.events`) as one query: the
+        spine keys, ``prediction_time``, the events' carried columns, then the features."""
+        return self._build(events, names)[0]
+
+    def staged(self, events: Events, names: list[str] | None = None) -> StagedQuery:
+        """The same query in stages (see :class:`StagedQuery`)."""
+        return staged(*self._build(events, names))
+
+    def training_query(
+        self,
+        as_of: datetime,
+        names: list[str] | None = None,
+        training: TrainingEvents | None = None,
+    ) -> exp.Select:
         """The training matrix: keys, prediction_time, label, label_available_at, the per-row
-        values of ``train.value`` (``value_tp``, ... as DOUBLE, for outcomes given as
-        expressions) and the features.
+        values of ``train.value`` and the features, for events whose label is known strictly
+        before ``as_of``."""
+        return self.query(self.training_events(as_of, names, training), names)
 
-        Only events whose label is known strictly before ``as_of`` are kept.
-        """
-        return self._build(as_of, names)[0]
-
-    def spine_counts_query(self, as_of: datetime) -> exp.Select:
-        """How many events there are, and how many are left out and why."""
-        exprs = self.graph.spine_exprs
-        label_at = sql.timestamp(exprs["label_available_at"].copy())
-        pending = exp.func(
-            "count_if", exp.not_(exp.LT(this=label_at, expression=_timestamp_literal(as_of)))
-        )
-        select = exp.select(
-            sql.alias(exp.Count(this=exp.Star()), "events"),
-            sql.alias(
-                exp.func("count_if", exp.Is(this=exprs["time"].copy(), expression=exp.null())),
-                "no_time",
-            ),
-            sql.alias(pending, "label_pending"),
-            sql.alias(
-                exp.func("count_if", exp.Is(this=exprs["label"].copy(), expression=exp.null())),
-                "label_missing",
-            ),
-        ).from_(sql.table(self.config.spine.source))
-        if "filter" in exprs:
-            select = select.where(exprs["filter"].copy())
-        return select
-
-    def staged_query(self, as_of: datetime, names: list[str] | None = None) -> StagedQuery:
+    def staged_query(
+        self,
+        as_of: datetime,
+        names: list[str] | None = None,
+        training: TrainingEvents | None = None,
+    ) -> StagedQuery:
         """The training query in stages (see :class:`StagedQuery`)."""
-        return staged(*self._build(as_of, names))
+        return self.staged(self.training_events(as_of, names, training), names)
 
-    def sql(self, as_of: datetime, names: list[str] | None = None) -> str:
-        return self.training_query(as_of, names).sql(dialect=DIALECT, pretty=True, identify=True)
+    def training_events(
+        self, as_of: datetime, names: list[str] | None, training: TrainingEvents | None = None
+    ) -> Events:
+        training = training or TrainingEvents(self.graph)
+        return training.events(self.event_columns(names), as_of)
+
+    def event_columns(self, names: list[str] | None) -> list[str]:
+        """The spine columns an event must carry: its keys and what the features read."""
+        read = self.graph.spine_columns_read(names)
+        return list(dict.fromkeys([*self.config.spine.keys, *read]))
+
+    def sql(
+        self,
+        as_of: datetime,
+        names: list[str] | None = None,
+        training: TrainingEvents | None = None,
+    ) -> str:
+        query = self.training_query(as_of, names, training)
+        return query.sql(dialect=DIALECT, pretty=True, identify=True)
 
     # --- stages ------------------------------------------------------------------------
 
@@ -191,54 +201,14 @@ class MatrixCompiler:
         wanted = self.graph.closure(names) if names else list(self.graph.nodes)
         return [self.graph.nodes[name] for name in wanted]
 
-    def _spine_select(self, nodes: list[Node], as_of: datetime) -> exp.Select:
-        exprs = self.graph.spine_exprs
-        spine = self.config.spine
-        carried = list(dict.fromkeys([*spine.keys, *self._spine_columns_read(nodes)]))
-        time = sql.timestamp(exprs["time"].copy())
-        label_at = sql.timestamp(exprs["label_available_at"].copy())
-        conditions: list[exp.Expr] = [
-            exp.not_(exp.Is(this=time.copy(), expression=exp.null())),
-            exp.not_(exp.Is(this=exprs["label"].copy(), expression=exp.null())),
-            exp.LT(this=label_at.copy(), expression=_timestamp_literal(as_of)),
-        ]
-        if "filter" in exprs:
-            conditions.insert(0, exprs["filter"].copy())
-        return (
-            exp.select(
-                sql.alias(sql.window(exp.func("row_number"), []), "__row"),
-                *[sql.col(c) for c in carried],
-                sql.alias(time, "__t"),
-                sql.alias(exprs["label"].copy(), "__label"),
-                sql.alias(label_at, "__label_at"),
-                *[
-                    sql.alias(exp.cast(tree.copy(), exp.DataType.Type.DOUBLE), _value(outcome))
-                    for outcome, tree in self.graph.value_exprs.items()
-                ],
-            )
-            .from_(sql.table(spine.source))
-            .where(sql.and_all(conditions))
-        )
-
-    def _spine_columns_read(self, nodes: list[Node]) -> list[str]:
-        features = set(self.graph.nodes)
-        columns: list[str] = []
-        for node in nodes:
-            if node.expr is not None:
-                refs = [c.name for c in node.expr.find_all(exp.Column)]
-                columns += [r for r in refs if r not in features or r == node.name]
-            elif not isinstance(node.feature, ExprFeature):
-                columns += [s for s, _ in node.feature.key_pairs() if s not in features]
-        return columns
-
-    def _build(self, as_of: datetime, names: list[str] | None) -> tuple[exp.Select, set[str]]:
-        """The training query, and which of its CTEs hold one row per event."""
+    def _build(self, events: Events, names: list[str] | None) -> tuple[exp.Select, set[str]]:
+        """The query, and which of its CTEs hold one row per event."""
         nodes = self._nodes(names)
         query = _Query()
-        return self._query(query, self._spine_select(nodes, as_of), nodes), query.tables
+        return self._query(query, events, nodes), query.tables
 
-    def _query(self, query: _Query, spine: exp.Select, nodes: list[Node]) -> exp.Select:
-        query.add("__spine", spine, materialized=True)
+    def _query(self, query: _Query, events: Events, nodes: list[Node]) -> exp.Select:
+        query.add("__spine", events.select, materialized=True)
         previous = "__spine"
         by_level: dict[int, list[Node]] = defaultdict(list)
         for node in nodes:
@@ -256,12 +226,10 @@ class MatrixCompiler:
         final = exp.select(
             *keys,
             sql.alias(sql.col("__t"), "prediction_time"),
-            sql.alias(sql.col("__label"), "label"),
-            sql.alias(sql.col("__label_at"), "label_available_at"),
-            *[sql.alias(sql.col(_value(o)), value_column(o)) for o in self.graph.value_exprs],
+            *[sql.alias(sql.col(inner), outer) for inner, outer in events.carry],
             *[sql.alias(sql.col(feature_column(n.name)), n.name) for n in nodes],
         ).from_(sql.table(previous))
-        final = final.order_by(sql.col("__t"), *[k.copy() for k in keys], sql.col("__row"))
+        final = final.order_by(*[sql.col(name) for name in events.order])
         return query.finish(final)
 
     def _level(
@@ -430,12 +398,3 @@ class MatrixCompiler:
                 value = sql.case_when(fresh, value)
             columns.append(sql.alias(value, feature_column(node.name)))
         return select, columns
-
-
-def _value(outcome: str) -> str:
-    return f"__value_{outcome}"
-
-
-def _timestamp_literal(value: datetime) -> exp.Expr:
-    text = value.replace(tzinfo=None).isoformat(sep=" ")
-    return exp.cast(exp.Literal.string(text), exp.DataType.Type.TIMESTAMP)

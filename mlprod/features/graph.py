@@ -22,7 +22,6 @@ from mlprod.project.config import (
     SourceConfig,
 )
 from mlprod.project.loading import CONFIG_FILE
-from mlprod.project.training import value_column
 
 RESERVED = frozenset({"prediction_time", "label", "label_available_at"})
 
@@ -71,8 +70,6 @@ class FeatureGraph:
     nodes: dict[str, Node] = field(default_factory=dict)
     times: dict[str, SourceTimes] = field(default_factory=dict)
     spine_exprs: dict[str, exp.Expr] = field(default_factory=dict)
-    # The outcomes of train.value given as row expressions over the spine source, by outcome.
-    value_exprs: dict[str, exp.Expr] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: ProjectConfig) -> FeatureGraph:
@@ -83,6 +80,33 @@ class FeatureGraph:
     @property
     def spine_columns(self) -> list[str]:
         return list(self.config.sources[self.config.spine.source].columns)
+
+    @property
+    def late_columns(self) -> set[str]:
+        """Spine-source columns known only at their row's availability: never a prediction input."""
+        columns = self.config.sources[self.config.spine.source].columns
+        return {name for name, contract in columns.items() if contract.known == "at_availability"}
+
+    def spine_columns_read(self, names: list[str] | None = None) -> list[str]:
+        """The spine-source columns that features (and what they depend on) read from the
+        event's own row: the inputs a prediction request must carry, besides the keys."""
+        wanted = self.closure(names) if names else list(self.nodes)
+        columns: list[str] = []
+        for name in wanted:
+            node = self.nodes[name]
+            if node.expr is not None:
+                columns += [c for c in column_names(node.expr) if self._is_spine_ref(c, name)]
+            elif not isinstance(node.feature, ExprFeature):
+                columns += [s for s, _ in node.feature.key_pairs() if self._is_spine_ref(s, name)]
+        return list(dict.fromkeys(columns))
+
+    def _is_spine_ref(self, column: str, own: str) -> bool:
+        """Whether ``column`` in feature ``own`` means a spine column (not another feature)."""
+        return column not in self.config_feature_names or column == own
+
+    @property
+    def config_feature_names(self) -> set[str]:
+        return {feature.name for feature in self.config.features}
 
     def closure(self, names: list[str]) -> list[str]:
         """``names`` and everything they depend on, in dependency order."""
@@ -106,8 +130,7 @@ class FeatureGraph:
             _check_not_internal(name, f"sources.{name}")
             self.times[name] = self._source_times(name, source)
         self._resolve_spine()
-        self._resolve_values()
-        reserved = RESERVED | {value_column(outcome) for outcome in self.value_exprs}
+        reserved = RESERVED
         seen: dict[str, int] = {}
         for index, feature in enumerate(config.features):
             if feature.name in seen:
@@ -167,18 +190,22 @@ class FeatureGraph:
                 tree = parse_expression(text, where)
                 check_columns(tree, columns, where, f"source '{spine.source}'")
                 self.spine_exprs[key] = tree
+        for key in spine.keys:
+            self._check_known(key, "spine.keys")
+        if "filter" in self.spine_exprs:
+            for column in column_names(self.spine_exprs["filter"]):
+                self._check_known(column, "spine.filter")
 
-    def _resolve_values(self) -> None:
-        """Per-row values read the spine source's columns, as the label does."""
-        train = self.config.train
-        if train is None or train.value is None:
-            return
-        spine = self.config.spine
-        for outcome, text in train.value.expressions().items():
-            where = f"{CONFIG_FILE}: train.value.{outcome}"
-            tree = parse_expression(text, where)
-            check_columns(tree, self.spine_columns, where, f"source '{spine.source}'")
-            self.value_exprs[outcome] = tree
+    def _check_known(self, column: str, where: str) -> None:
+        """Refuse a prediction input that is only known once the event has happened (a leak)."""
+        if column in self.late_columns:
+            source = self.config.spine.source
+            raise FeatureError(
+                f"{CONFIG_FILE}: {where} reads '{column}' of the spine source '{source}', which "
+                f"is known only at the row's availability (sources.{source}.columns.{column}."
+                "known: at_availability); a prediction cannot see it. Aggregate it over earlier "
+                "rows instead"
+            )
 
     def _dependencies(self, index: int, feature: Feature, names: dict[str, int]) -> tuple[str, ...]:
         where = f"feature '{feature.name}'"
@@ -191,6 +218,9 @@ class FeatureGraph:
             if feature.name not in self.spine_columns:
                 visible.discard(feature.name)
             check_columns(tree, visible, where, "the spine (and the other features)")
+            for ref in refs:
+                if ref not in names or ref == feature.name:
+                    self._check_known(ref, where)
             return tuple(deps)
         if feature.source not in self.config.sources:
             raise ConfigError(
@@ -206,6 +236,8 @@ class FeatureGraph:
                 )
             if spine_name in names and spine_name != feature.name:
                 deps.append(spine_name)
+            else:
+                self._check_known(spine_name, f"{where} key")
         return tuple(deps)
 
     def _node(self, index: int, feature: Feature, deps: tuple[str, ...], level: int) -> Node:

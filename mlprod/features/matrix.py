@@ -10,6 +10,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from mlprod.data.sources import connect, open_source
 from mlprod.errors import FeatureError
 from mlprod.features.categorical import CategoryEncoder
 from mlprod.features.compiler import MatrixCompiler, StagedQuery
+from mlprod.features.events import TrainingEvents
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.features.typecheck import check_types, duckdb_message
@@ -92,8 +94,13 @@ def build_matrix(
     as_of: datetime | None = None,
     names: list[str] | None = None,
     progress: Progress | None = None,
+    values: Mapping[str, str] | None = None,
 ) -> Matrix:
-    """Read and check the sources, then evaluate the features for every labelled event."""
+    """Read and check the sources, then evaluate the features for every labelled event.
+
+    ``values`` are the per-row outcome values of ``train.value`` (outcome -> expression),
+    carried into the matrix as ``value_<outcome>`` columns.
+    """
     started = time.perf_counter()
     config = graph.config
     as_of = _utc(as_of or datetime.now(UTC))
@@ -101,7 +108,8 @@ def build_matrix(
     nodes = [graph.nodes[n] for n in wanted]
     read = [source for n in nodes if (source := _source_of(n))]
     needed = list(dict.fromkeys([config.spine.source, *read]))
-    check_types(graph)
+    training = TrainingEvents(graph, values or {})
+    check_types(graph, training)
     spill = spill_directory(folder, config)
     spill.parent.mkdir(parents=True, exist_ok=True)  # DuckDB makes the folder, not its parents
     con = connect(config.engine, spill)
@@ -119,9 +127,9 @@ def build_matrix(
             progress.update(task, description="sources read and checked")
         _check_lookups_unique(con, graph, nodes)
         compiler = MatrixCompiler(graph)
-        events = _event_counts(con, compiler, as_of)
+        events = _event_counts(con, training, as_of)
         try:
-            query = compiler.staged_query(as_of, wanted)
+            query = compiler.staged_query(as_of, wanted, training)
             prepared = StepTime("sources, checks, compile", time.perf_counter() - started, (), True)
             run = run_staged(con, query, progress)
         except duckdb.OutOfMemoryException as exc:
@@ -311,9 +319,9 @@ def _check_lookups_unique(
 
 
 def _event_counts(
-    con: duckdb.DuckDBPyConnection, compiler: MatrixCompiler, as_of: datetime
+    con: duckdb.DuckDBPyConnection, training: TrainingEvents, as_of: datetime
 ) -> dict[str, int]:
-    cursor = con.execute(compiler.spine_counts_query(as_of).sql("duckdb", identify=True))
+    cursor = con.execute(training.counts_query(as_of).sql("duckdb", identify=True))
     row = cursor.fetchall()[0]
     return {d[0]: int(v) for d, v in zip(cursor.description or [], row, strict=True)}
 

@@ -18,6 +18,7 @@ from mlprod import sqlparts as sql
 from mlprod.data.types import type_family
 from mlprod.errors import FeatureError
 from mlprod.features.compiler import MatrixCompiler
+from mlprod.features.events import TrainingEvents
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.project.config import AggregateFeature, ColumnType
 
@@ -33,7 +34,7 @@ NUMERIC_FUNCTIONS = frozenset({"sum", "mean", "std"})
 _PROBE_TIME = datetime(9999, 1, 1)
 
 
-def check_types(graph: FeatureGraph) -> dict[str, str]:
+def check_types(graph: FeatureGraph, training: TrainingEvents | None = None) -> dict[str, str]:
     """Check all expressions (times, label, values) and features; return each feature's SQL type.
 
     The whole matrix query is bound once; only when that fails is each feature bound on its
@@ -43,10 +44,12 @@ def check_types(graph: FeatureGraph) -> dict[str, str]:
     try:
         _create_empty_sources(con, graph)
         _check_times(con, graph)
-        _check_values(con, graph)
+        training = training or TrainingEvents(graph)
+        _check_values(con, graph, training)
         compiler = MatrixCompiler(graph)
+        query = compiler.training_query(_PROBE_TIME, training=training)
         try:
-            relation = con.sql(compiler.training_query(_PROBE_TIME).sql("duckdb", identify=True))
+            relation = con.sql(query.sql("duckdb", identify=True))
         except duckdb.Error as exc:
             for name in graph.nodes:
                 _check_feature(con, compiler, name)
@@ -135,13 +138,12 @@ def _check_times(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
             _type_of(con, config.spine.source, graph.spine_exprs[key], f"mlprod.yaml: spine.{key}")
 
 
-def _check_values(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
+def _check_values(
+    con: duckdb.DuckDBPyConnection, graph: FeatureGraph, training: TrainingEvents
+) -> None:
     """What an outcome is worth per row must be a number (a bool or a string is a mistake)."""
-    train = graph.config.train
-    if train is None or train.value is None:
-        return
-    texts = train.value.expressions()
-    for outcome, tree in graph.value_exprs.items():
+    texts = training.values
+    for outcome, tree in training.value_exprs.items():
         where = f"mlprod.yaml: train.value.{outcome}"
         found = _type_of(con, graph.config.spine.source, tree, where)
         if type_family(found) not in ("int", "float"):

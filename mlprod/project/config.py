@@ -32,6 +32,13 @@ class ColumnContract(Strict):
     categories: list[str] | None = Field(
         None, description="The allowed values; any other value stops the run."
     )
+    known: Literal["at_prediction", "at_availability"] = Field(
+        "at_prediction",
+        description="When a row's value is known. 'at_availability': only from the row's "
+        "availability time on (e.g. an actual delay), so a prediction for this row cannot read "
+        "it and it is not a request field; other rows' values still reach aggregates once "
+        "available.",
+    )
 
 
 class CsvLocation(Strict):
