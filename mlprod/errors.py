@@ -11,7 +11,15 @@ exits 2; nothing else reaches a user as a traceback unless they ask for ``--debu
     ├── FeatureError       a feature cannot be compiled or evaluated
     ├── TrainError         a model cannot be trained as configured (windows, labels, ...)
     ├── EvaluationError    a model's scores cannot be evaluated on the labels given
-    └── RegistryError      no such registered model, version or alias, or nothing to roll back
+    ├── ArtefactError      a saved model is missing, modified, or made by another mlprod or
+    │                      other libraries than this one
+    ├── InputError         rows given to a model lack a feature column or have a wrong type
+    ├── RegistryError      no such registered model, version or alias, or nothing to roll back
+    ├── OnlineStoreError   the online store cannot be reached, or was asked something its
+    │                      tables do not allow
+    ├── PredictionLogError the prediction log cannot be opened, read or written
+    └── ScoreIOError       a scoring input or output is malformed, missing, or does not fit
+                           the scores
 """
 
 from __future__ import annotations
@@ -47,6 +55,28 @@ class RegistryError(MlprodError):
 
 class EvaluationError(MlprodError):
     """Labels and scores cannot be evaluated (one class only, mismatched lengths, bad scores)."""
+
+
+class ArtefactError(MlprodError):
+    """A model artefact is missing, incomplete, modified, or made with other libraries (or an
+    mlprod whose artefact format or major version this one cannot read)."""
+
+
+class InputError(MlprodError):
+    """Rows given to a model do not match its input schema: a feature column is missing or
+    holds values of another type than the model was trained on."""
+
+
+class OnlineStoreError(MlprodError):
+    """The online store cannot be reached, or was asked something its tables do not allow."""
+
+
+class PredictionLogError(MlprodError):
+    """The prediction log cannot be opened, read or written."""
+
+
+class ScoreIOError(MlprodError):
+    """A scoring input or output is malformed, missing, or does not fit the scores."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -84,3 +84,44 @@ def copy_example(tmp_path: Path) -> Path:
     target = tmp_path / "flights"
     shutil.copytree(FLIGHTS_EXAMPLE, target, ignore=shutil.ignore_patterns(".mlprod", "data"))
     return target
+
+
+REDIS_URL = os.environ.get("MLPROD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The real Redis server; a test that needs it fails (never skips) when it is down."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        pytest.fail(
+            f"Redis does not answer at {REDIS_URL} ({exc}).\nStart it with: redis-server "
+            "--daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no",
+            pytrace=False,
+        )
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def deployed(tmp_path_factory: pytest.TempPathFactory, flights_db: Path) -> Project:
+    """The flights example trained once per session (a smaller search), registered as
+    version 1 with alias champion, and its online store materialized: what every deployment
+    test scores with."""
+    from mlprod.registry.models import promote
+
+    folder = copy_example(tmp_path_factory.mktemp("deployed"))
+    (folder / "data").mkdir()
+    (folder / "data" / "nycflights13.duckdb").symlink_to(flights_db)
+    config = yaml.safe_load((folder / "mlprod.yaml").read_text())
+    train = config["train"]
+    train["tuning"]["trials"] = 2
+    train["models"][0]["params"]["n_estimators"] = 300
+    (folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    project = Project.load(folder)
+    summary = project.train()
+    promote(project.tracking_uri(), project.registry_name, summary.model_version)
+    project.materialize()
+    return project

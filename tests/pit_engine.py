@@ -26,10 +26,14 @@ from reference import (
     training_matrix,
 )
 
+from mlprod import sqlparts as sql
+from mlprod.data.online_store import MemoryOnlineStore
 from mlprod.data.sources import connect
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.graph import FeatureGraph
+from mlprod.features.ingest import declare, ingest_rows
 from mlprod.features.matrix import run_staged
+from mlprod.features.online import OnlineFeatures
 from mlprod.project.loading import parse_config
 
 US = timedelta(microseconds=1)
@@ -158,14 +162,23 @@ class Scenario:
         return "\n".join(lines)
 
 
+ENGINES = ("batch", "online")
+
+
 def engine_matrix(
     features: Sequence[dict[str, Any]],
     events: Sequence[Row],
     rows: Sequence[Row],
     dim: Sequence[Row] = (),
     as_of: datetime = AS_OF,
+    engine: str = "batch",
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Compile the features and run the query on in-memory tables: (columns, rows)."""
+    """Compute the features on in-memory tables: (columns, rows).
+
+    ``batch`` compiles the features and runs the query in stages, as a build does; ``online``
+    fills an in-memory online store from the same tables and evaluates each event as a live
+    request at its own prediction time, as the REST server does.
+    """
     config = parse_config(
         {
             "name": "pit",
@@ -174,8 +187,8 @@ def engine_matrix(
             "features": list(features),
         }
     )
-    # Run in stages, as a build does (the single query of ``features sql`` is the same SQL).
-    query = MatrixCompiler(FeatureGraph.build(config)).staged_query(as_of)
+    graph = FeatureGraph.build(config)
+    compiler = MatrixCompiler(graph)
     con = connect()
     try:
         con.register("ev", pa.Table.from_pylist(list(events), schema=SPINE_SCHEMA))
@@ -183,10 +196,38 @@ def engine_matrix(
         table = pa.Table.from_pylist(list(rows), schema=ROWS_SCHEMA)
         for name in TIMED_SOURCES:
             con.register(name, table)
-        matrix = run_staged(con, query).table
+        if engine == "online":
+            return _online_matrix(con, graph, compiler, as_of)
+        matrix = run_staged(con, compiler.staged_query(as_of)).table
     finally:
         con.close()
     return matrix.column_names, matrix.to_pylist()
+
+
+def _online_matrix(
+    con: Any, graph: FeatureGraph, compiler: MatrixCompiler, as_of: datetime
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The training events (chosen as batch chooses them), each scored as a live request."""
+    store = MemoryOnlineStore()
+    online = OnlineFeatures(graph, store)
+    declare(con, graph, online.plan.tables, store)
+    ingest_rows(con, graph, online.plan.tables, store)
+    events = compiler.training_events(as_of, None)
+    ordered = events.select.order_by(*[sql.col(c) for c in events.order])
+    spine = con.sql(ordered.sql("duckdb", identify=True)).to_arrow_table().to_pylist()
+    values = online.compute(spine, [event["__t"] for event in spine])
+    result = [
+        {
+            "id": event["id"],
+            "prediction_time": event["__t"],
+            "label": event["__label"],
+            "label_available_at": event["__label_at"],
+            **features,
+        }
+        for event, features in zip(spine, values, strict=True)
+    ]
+    columns = ["id", "prediction_time", "label", "label_available_at", *online.names]
+    return columns, result
 
 
 def reference_matrix(scenario: Scenario) -> list[dict[str, Any]]:
@@ -209,12 +250,19 @@ def same(engine: Any, expected: Any) -> bool:
 
 
 def assert_matches_reference(scenario: Scenario) -> None:
+    """Both engines, batch and online, give the reference's matrix."""
+    for engine in ENGINES:
+        _assert_engine_matches(scenario, engine)
+
+
+def _assert_engine_matches(scenario: Scenario, engine: str) -> None:
     columns, got = engine_matrix(
         [config for config, _ in scenario.features],
         scenario.events,
         scenario.rows,
         scenario.dim,
         scenario.as_of,
+        engine,
     )
     names = [config["name"] for config, _ in scenario.features]
     assert columns == ["id", "prediction_time", "label", "label_available_at", *names]
@@ -225,7 +273,8 @@ def assert_matches_reference(scenario: Scenario) -> None:
     for got_row, want_row in zip(got, expected, strict=True):
         for column in columns:
             assert same(got_row[column], want_row[column]), (
-                f"event id={want_row['id']} t={want_row['prediction_time']}: column {column} is "
+                f"{engine} engine: event id={want_row['id']} t={want_row['prediction_time']}: "
+                f"column {column} is "
                 f"{got_row[column]!r}, the reference says {want_row[column]!r}\n"
                 f"{scenario.explain(want_row['id'], column)}"
             )

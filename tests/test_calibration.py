@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import expect
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -15,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from mlprod import Project
+from mlprod.errors import TrainError
 from mlprod.train.calibration import (
     FLOOR,
     MIN_GAIN,
@@ -155,9 +157,24 @@ def test_a_calibrator_pickles_as_plain_numbers(splits: dict[str, Any]) -> None:
 
 
 def test_unfitted_and_bad_inputs() -> None:
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(RuntimeError, match="not fitted"):  # a programming error stays one
         Calibrator("sigmoid").transform([0.5])
-    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
-        Calibrator("sigmoid").fit([True, False], [0.5, 1.5])
-    with pytest.raises(ValueError, match="both positive and negative"):
+    with expect.raises(
+        TrainError,
+        "calibration needs scores that are probabilities in [0, 1]; 2 of 3 are not (the first "
+        "is 1.5; NaN is not one): the model's scores are broken, so check its parameters",
+    ):
+        Calibrator("sigmoid").fit([True, False, True], [0.5, 1.5, np.nan])
+    with expect.raises(
+        TrainError,
+        "calibration needs both positive and negative labels among the validation rows it is "
+        "fitted on, but all 2 are positive: widen the validation window, or set "
+        "train.calibration to 'none'",
+    ):
         Calibrator("isotonic").fit([True, True], [0.5, 0.7])
+    with expect.raises(
+        TrainError,
+        "calibration needs labels that are true/false or 0/1; found 2 among them: make the "
+        "label a condition (e.g. 'dep_delay >= 15')",
+    ):
+        choose_calibration([0, 1, 2], [0.1, 0.5, 0.9], "auto", seed=0)

@@ -1,7 +1,8 @@
 """The point-in-time rule at its boundaries, one microsecond at a time.
 
 Each test builds one prediction event and a few source rows placed on and next to a cutoff,
-and checks the engine's feature values by hand (tests/pit_engine.py runs the engine).
+and checks the feature values by hand, for both engines: the batch query and the online
+evaluator (tests/pit_engine.py runs them).
 """
 
 from __future__ import annotations
@@ -12,9 +13,24 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import pit_engine
 import pytest
-from pit_engine import BASE, FUNCTIONS, LATE_BY, MINUTE, US, engine_matrix, same
+from pit_engine import BASE, ENGINES, FUNCTIONS, LATE_BY, MINUTE, US, same
 from reference import Row
+
+_engine = {"name": "batch"}
+
+
+@pytest.fixture(autouse=True, params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every test here runs once per engine."""
+    _engine["name"] = request.param
+    return str(request.param)
+
+
+def engine_matrix(*args: Any, **kwargs: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    return pit_engine.engine_matrix(*args, engine=_engine["name"], **kwargs)
+
 
 # --- explicit boundaries -----------------------------------------------------------------------
 

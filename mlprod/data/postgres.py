@@ -15,7 +15,8 @@ from mlprod.errors import SourceError, did_you_mean, one_of
 _NO_TABLE = {"42P01", "3F000"}
 
 
-def _connect(url: str) -> Any:
+def connect(url: str) -> Any:
+    """An ADBC connection to PostgreSQL; failing to connect is a ``SourceError``, redacted."""
     import adbc_driver_postgresql.dbapi as pg
 
     try:
@@ -28,7 +29,7 @@ def _connect(url: str) -> Any:
 
 def table_types(url: str, schema: str, table: str) -> dict[str, pa.DataType]:
     """The columns of a table and their Arrow types, without reading its rows."""
-    with _connect(url) as conn:
+    with connect(url) as conn:
         try:
             arrow_schema = conn.adbc_get_table_schema(table, db_schema_filter=schema)
         except Exception as exc:
@@ -67,7 +68,7 @@ def read_table(url: str, schema: str, table: str, columns: list[str]) -> pa.Tabl
     query = exp.select(*[sql.col(c) for c in columns]).from_(
         exp.table_(table, db=schema, quoted=True)
     )
-    with _connect(url) as conn, conn.cursor() as cursor:
+    with connect(url) as conn, conn.cursor() as cursor:
         try:
             cursor.execute(query.sql("postgres"))
             result: pa.Table = cursor.fetch_arrow_table()
@@ -80,7 +81,7 @@ def read_table(url: str, schema: str, table: str, columns: list[str]) -> pa.Tabl
 
 def write_table(url: str, schema: str, table: str, data: pa.Table) -> None:
     """Create or replace a table from Arrow (used to load example data into PostgreSQL)."""
-    with _connect(url) as conn, conn.cursor() as cursor:
+    with connect(url) as conn, conn.cursor() as cursor:
         cursor.adbc_ingest(table, data, mode="replace", db_schema_name=schema)
         conn.commit()
 

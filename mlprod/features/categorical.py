@@ -54,6 +54,13 @@ class CategoryEncoder:
         result = pc.if_else(kept, strings, other)
         return pc.if_else(pc.is_null(strings), pa.scalar(None, pa.string()), result)
 
+    def levels_by_value(self) -> dict[str, str]:
+        """The level each training value maps to, as ``transform`` maps it: a kept level to
+        itself, a rare one to the rare level; any other value maps to the unknown level."""
+        mapping = dict.fromkeys(self.rare_levels_, self.spec.rare)
+        mapping.update((level, level) for level in self.levels_)  # kept wins, as in transform
+        return mapping
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "levels": list(self.levels_),

@@ -18,7 +18,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from rich.progress import Progress, TaskID
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
@@ -32,6 +31,7 @@ from mlprod.features.events import TrainingEvents
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.features.typecheck import check_types, duckdb_message
+from mlprod.progress import NO_PROGRESS, ProgressCallback, ProgressTask
 from mlprod.project.config import ExprFeature, LookupFeature, ProjectConfig
 from mlprod.project.engine import format_bytes
 
@@ -93,7 +93,7 @@ def build_matrix(
     graph: FeatureGraph,
     as_of: datetime | None = None,
     names: list[str] | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback = NO_PROGRESS,
     values: Mapping[str, str] | None = None,
 ) -> Matrix:
     """Read and check the sources, then evaluate the features for every labelled event.
@@ -114,17 +114,14 @@ def build_matrix(
     spill.parent.mkdir(parents=True, exist_ok=True)  # DuckDB makes the folder, not its parents
     con = connect(config.engine, spill)
     try:
-        task = progress.add_task("reading sources", total=len(needed)) if progress else None
+        task = progress.start("reading sources", total=len(needed))
         profiles: dict[str, SourceProfile] = {}
         for name in needed:
-            if progress and task is not None:
-                progress.update(task, description=f"reading source {name}")
+            task.update(description=f"reading source {name}")
             profiles[name] = open_source(con, folder, config, name)
             check_null_rate_jump(folder / config.store, profiles[name], config.sources[name])
-            if progress and task is not None:
-                progress.advance(task)
-        if progress and task is not None:
-            progress.update(task, description="sources read and checked")
+            task.advance()
+        task.finish("sources read and checked")
         _check_lookups_unique(con, graph, nodes)
         compiler = MatrixCompiler(graph)
         events = _event_counts(con, training, as_of)
@@ -199,14 +196,16 @@ class StagedRun:
 
 
 def run_staged(
-    con: duckdb.DuckDBPyConnection, query: StagedQuery, progress: Progress | None = None
+    con: duckdb.DuckDBPyConnection,
+    query: StagedQuery,
+    progress: ProgressCallback = NO_PROGRESS,
 ) -> StagedRun:
     """Run the feature query stage by stage, dropping each intermediate table once nothing
     later reads it; time each stage. The bar advances per stage and, within one, by DuckDB's
     own estimate."""
     steps = len(query.stages) + 1
-    task = progress.add_task("computing features", total=steps * 100) if progress else None
-    watch = _Watch(con, progress, task)
+    task = progress.start("computing features", total=steps * 100)
+    watch = _Watch(con, task if progress is not NO_PROGRESS else None)
     times: list[StepTime] = []
     for index, stage in enumerate(query.stages):
         create = exp.Create(
@@ -224,8 +223,7 @@ def run_staged(
     table: pa.Table = watch.run(steps - 1, f"step {steps} of {steps}", query.final, fetch=True)
     times.append(StepTime("result", time.perf_counter() - started, query.final_features, False))
     _drop(con, query.final_drops)
-    if progress is not None and task is not None:
-        progress.update(task, completed=steps * 100, description="features computed")
+    task.finish("features computed")
     return StagedRun(table, times)
 
 
@@ -243,16 +241,14 @@ class _Watch:
     """Runs statements; while one runs, the bar follows DuckDB's estimate of its progress."""
 
     con: duckdb.DuckDBPyConnection
-    progress: Progress | None
-    task: TaskID | None
+    task: ProgressTask | None  # None: nobody watches, so run in this thread
 
     def run(self, index: int, what: str, statement: exp.Expr, fetch: bool) -> Any:
         text = statement.sql(DIALECT, identify=True)
-        if self.progress is None or self.task is None:
+        task = self.task
+        if task is None:
             return self._execute(text, fetch)
-        self.progress.update(
-            self.task, completed=index * 100, description=f"computing features ({what})"
-        )
+        task.update(description=f"computing features ({what})", completed=index * 100)
         result: dict[str, Any] = {}
 
         def work() -> None:
@@ -267,7 +263,7 @@ class _Watch:
             worker.join(0.1)
             done = self.con.query_progress()
             if done >= 0:
-                self.progress.update(self.task, completed=index * 100 + done)
+                task.update(completed=index * 100 + done)
         if "error" in result:
             raise result["error"]
         return result.get("value")

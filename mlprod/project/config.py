@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field
 
 from mlprod.project.base import Duration, Expression, Identifier, Strict
 from mlprod.project.engine import EngineConfig
+from mlprod.project.serving import LogSpec, OnlineSpec, ServeConfig
 from mlprod.project.training import TrainConfig
 
 ColumnType = Literal["int", "float", "string", "bool", "timestamp", "date"]
@@ -215,3 +216,10 @@ class ProjectConfig(Strict):
     engine: EngineConfig = Field(
         default_factory=EngineConfig, description="Threads, memory and spill folder for builds."
     )
+    online: OnlineSpec = Field(
+        default_factory=OnlineSpec, description="The online store for real-time features."
+    )
+    log: LogSpec = Field(
+        default_factory=LogSpec, description="Where predictions and outcomes are stored."
+    )
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="REST server limits.")

@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from mlprod.errors import RegistryError
+from mlprod.errors import MlprodError, RegistryError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -61,11 +61,21 @@ def store_is_missing(uri: str) -> bool:
     return path is not None and not path.exists()
 
 
-def mlflow_failed(uri: str, action: str, exc: Exception) -> NoReturn:
-    """Re-raise an MLflow failure as one line a person can act on."""
-    message = str(getattr(exc, "message", exc)).strip().splitlines()
-    first = message[0] if message else type(exc).__name__
-    raise RegistryError(f"MLflow at {uri} could not {action}: {first}") from exc
+@contextmanager
+def mlflow_errors(uri: str, action: str) -> Iterator[None]:
+    """The one translation of MLflow's failures: inside the block, an MLflow exception becomes
+    a RegistryError of one line that says what could not be done; our own errors (and any
+    other library's) pass through unchanged."""
+    try:
+        yield
+    except MlprodError:
+        raise
+    except Exception as exc:
+        if not type(exc).__module__.startswith("mlflow"):
+            raise
+        message = str(getattr(exc, "message", exc)).strip().splitlines()
+        first = message[0] if message else type(exc).__name__
+        raise RegistryError(f"MLflow at {uri} could not {action}: {first}") from exc
 
 
 def error_code(exc: Exception) -> str:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -21,10 +20,10 @@ from mlprod.registry._store import (
     ARTEFACT_KEY,
     client_for,
     error_code,
-    mlflow_failed,
     quiet_mlflow,
     store_is_missing,
 )
+from mlprod.registry._store import mlflow_errors as _mlflow  # the one MLflow translation
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -239,19 +238,6 @@ def _check_alias(alias: str) -> None:
 # --- reading the registry ----------------------------------------------------------------------
 
 
-@contextmanager
-def _mlflow(uri: str, action: str) -> Iterator[None]:
-    """Let our errors through; turn MLflow's into one line."""
-    try:
-        yield
-    except RegistryError:
-        raise
-    except Exception as exc:
-        if type(exc).__module__.startswith("mlflow"):
-            mlflow_failed(uri, action, exc)
-        raise
-
-
 def _registered_models(client: MlflowClient) -> list[RegisteredModel]:
     found: list[RegisteredModel] = []
     token = None
@@ -312,3 +298,22 @@ def _numbers(versions: list[int]) -> str:
         return "none yet"
     shown = ", ".join(str(v) for v in versions[-20:])
     return shown if len(versions) <= 20 else f"..., {shown} (the last 20 of {len(versions)})"
+
+
+@dataclass(frozen=True)
+class LocatedVersion:
+    """A registered version, found by number, alias or 'latest', with its artefact folder."""
+
+    name: str
+    version: int
+    run_id: str
+    path: Path
+
+
+def locate(uri: str, name: str, alias_or_version: str | int) -> LocatedVersion:
+    """Like :func:`resolve`, with the version number and training run the spec stands for."""
+    with _mlflow(uri, f"find '{name}' {alias_or_version}"):
+        client = _client(uri, name)
+        version = _version_number(client, _registered_model(client, uri, name), alias_or_version)
+        run_id = client.get_model_version(name, str(version)).run_id or ""
+    return LocatedVersion(name, version, run_id, resolve(uri, name, version))

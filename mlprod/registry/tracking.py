@@ -20,15 +20,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlprod.artefact import ArtefactError, read_manifest
-from mlprod.errors import RegistryError
+from mlprod.artefact import read_manifest
+from mlprod.errors import ArtefactError, RegistryError
 from mlprod.registry._store import (
     ARTEFACT_KEY,
     DEFAULT_LOADER,
     MODEL_NAME_IN_RUN,
     client_for,
     error_code,
-    mlflow_failed,
+    mlflow_errors,
     quiet_mlflow,
     sqlite_path,
     using_tracking_uri,
@@ -108,7 +108,7 @@ def log_training_run(
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
     client = client_for(uri)
-    try:
+    with mlflow_errors(uri, f"log the training run of '{model_name}'"):
         experiment_id = _experiment_id(client, uri, experiment)
         with using_tracking_uri(uri), quiet_mlflow("mlflow.pyfunc", _NOISE):
             return _log_and_register(
@@ -128,12 +128,6 @@ def log_training_run(
                 requirements,
                 input_example,
             )
-    except RegistryError:
-        raise
-    except Exception as exc:
-        if type(exc).__module__.startswith("mlflow"):
-            mlflow_failed(uri, f"log the training run of '{model_name}'", exc)
-        raise
 
 
 def requirements_for(manifest: Mapping[str, Any]) -> list[str]:

@@ -15,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.isotonic import IsotonicRegression
 
+from mlprod.errors import TrainError
+
 Method = Literal["isotonic", "sigmoid"]
 Mode = Literal["auto", "isotonic", "sigmoid", "none"]
 METHODS: tuple[Method, ...] = ("sigmoid", "isotonic")  # on a tie, the simpler one
@@ -195,21 +197,36 @@ def _sigmoid(eta: Floats) -> Floats:
 
 def _scores(score: npt.ArrayLike) -> Floats:
     scores = np.asarray(score, dtype=np.float64)
-    if scores.ndim != 1:
+    if scores.ndim != 1:  # a caller's mistake, not the user's
         raise ValueError(f"scores must be 1-D; got shape {scores.shape}")
-    if not ((scores >= 0) & (scores <= 1)).all():
-        raise ValueError("scores must be probabilities in [0, 1] (NaN is not one)")
+    outside = ~((scores >= 0) & (scores <= 1))
+    if outside.any():
+        raise TrainError(
+            f"calibration needs scores that are probabilities in [0, 1]; {int(outside.sum())} "
+            f"of {len(scores)} are not (the first is {scores[outside][0]}; NaN is not one): "
+            "the model's scores are broken, so check its parameters"
+        )
     return scores
 
 
 def _inputs(y: npt.ArrayLike, score: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], Floats]:
     labels, scores = np.asarray(y), _scores(score)
-    if labels.shape != scores.shape:
+    if labels.shape != scores.shape:  # a caller's mistake, not the user's
         raise ValueError(f"y has shape {labels.shape} but score has shape {scores.shape}")
     if labels.dtype != np.bool_:
-        if not np.isin(labels, [0, 1]).all():
-            raise ValueError("y must be boolean or 0/1")
+        known = np.isin(labels, [0, 1])
+        if not known.all():
+            raise TrainError(
+                f"calibration needs labels that are true/false or 0/1; found "
+                f"{labels[~known].tolist()[0]!r} among them: make the label a condition (e.g. "
+                "'dep_delay >= 15')"
+            )
         labels = labels == 1
     if labels.all() or not labels.any():
-        raise ValueError("calibration needs both positive and negative labels")
+        only = "positive" if labels.all() else "negative"
+        raise TrainError(
+            f"calibration needs both positive and negative labels among the validation rows "
+            f"it is fitted on, but all {len(labels)} are {only}: widen the validation window, "
+            "or set train.calibration to 'none'"
+        )
     return labels, scores

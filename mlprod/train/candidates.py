@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from rich.progress import Progress
 from sklearn.metrics import log_loss, roc_auc_score
 
+from mlprod.progress import NO_PROGRESS, ProgressCallback
 from mlprod.project.config import CategoricalSpec
 from mlprod.project.training import ModelSpec, TrainConfig
 from mlprod.train.encoders import Encoding, TabularEncoder
@@ -106,7 +106,7 @@ def fit_candidates(
     categorical: dict[str, CategoricalSpec],
     folds: Sequence[Fold],
     store: Path,
-    progress: Progress | None = None,
+    progress: ProgressCallback = NO_PROGRESS,
 ) -> list[Candidate]:
     """Fit (and tune) every configured model on every fold; best validation AUC first.
 

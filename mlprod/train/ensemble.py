@@ -18,8 +18,8 @@ import pyarrow as pa
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from mlprod.train.encoders import TabularEncoder
-from mlprod.train.models import FittedModel
+from mlprod.train.encoders import SmallBatch, TabularEncoder, is_small
+from mlprod.train.models import FittedModel, positive_probability
 
 FOLDS = 5
 
@@ -34,6 +34,10 @@ class EncodedModel:
     def predict_table(self, table: pa.Table) -> np.ndarray:
         return self.model.predict_proba(self.encoder.transform(table))
 
+    def predict_batch(self, batch: SmallBatch) -> np.ndarray:
+        """``predict_table`` for a few rows already read out of Arrow (shared by members)."""
+        return self.model.predict_proba(self.encoder.transform_batch(batch))
+
     def importance(self) -> list[tuple[str, float]]:
         return self.model.importance(self.encoder.columns_)
 
@@ -43,6 +47,8 @@ class Member(Protocol):
     of a candidate's fold models."""
 
     def predict_table(self, table: pa.Table) -> np.ndarray: ...
+
+    def predict_batch(self, batch: SmallBatch) -> np.ndarray: ...
 
     def importance(self) -> list[tuple[str, float]]: ...
 
@@ -60,11 +66,16 @@ class Ensemble:
         if self.method == "average" or self.stacker is None:
             combined: np.ndarray = member_scores.mean(axis=1)
             return combined
-        stacked: np.ndarray = self.stacker.predict_proba(_logit(member_scores))[:, 1]
-        return stacked
+        return positive_probability(self.stacker, _logit(member_scores))
 
     def predict_table(self, table: pa.Table) -> np.ndarray:
+        if is_small(table.num_rows):  # read the rows out of Arrow once for all members
+            return self.predict_batch(SmallBatch(table))
         return self.combine(np.column_stack([m.predict_table(table) for m in self.members]))
+
+    def predict_batch(self, batch: SmallBatch) -> np.ndarray:
+        """``predict_table`` for a few rows already read out of Arrow."""
+        return self.combine(np.column_stack([m.predict_batch(batch) for m in self.members]))
 
     def importance(self) -> list[tuple[str, float]]:
         """The members' importances, each normalised to sum to 1, then averaged."""

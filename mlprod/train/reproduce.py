@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import Progress
 
 from mlprod.artefact import library_versions, load_artefact, read_manifest
 from mlprod.errors import TrainError, one_of
 from mlprod.features.graph import FeatureGraph
 from mlprod.features.matrix import Matrix
+from mlprod.progress import NO_PROGRESS, ProgressCallback
 from mlprod.project.config import ProjectConfig
 from mlprod.train.splits import split_matrix
 from mlprod.train.trainer import (
@@ -50,7 +50,7 @@ def reproduce(
     store: Path,
     recorded_dir: Path,
     build_matrix: Callable[[datetime], Matrix],
-    progress: Progress | None = None,
+    progress: ProgressCallback = NO_PROGRESS,
     *,
     version: str | None = None,
 ) -> dict[str, Any]:

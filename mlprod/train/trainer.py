@@ -19,20 +19,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from rich.progress import Progress
 from sklearn.metrics import roc_auc_score
 
-from mlprod.artefact import library_versions, save_artefact
+from mlprod.artefact import (
+    FittedPipeline,
+    InputSchema,
+    library_versions,
+    reference_statistics,
+    save_artefact,
+)
 from mlprod.errors import TrainError
 from mlprod.evaluate.metrics import compare_to_baseline
 from mlprod.evaluate.report import ReportData, Scores, render_report
 from mlprod.features.graph import FeatureGraph
 from mlprod.features.matrix import Matrix
+from mlprod.features.requests import request_fields
+from mlprod.progress import NO_PROGRESS, ProgressCallback
 from mlprod.project.config import ExprFeature, ProjectConfig
 from mlprod.project.training import ModelSpec, TrainConfig
 from mlprod.train.calibration import choose_calibration
 from mlprod.train.candidates import Candidate, fit_candidates, labels
-from mlprod.train.pipeline import FittedPipeline, reference_statistics
 from mlprod.train.splits import Fold, SplitData, split_matrix
 from mlprod.train.value import check_values, choose_threshold, outcome_values
 
@@ -56,7 +62,7 @@ def train_pipeline(
     graph: FeatureGraph,
     matrix: Matrix,
     store: Path,
-    progress: Progress | None = None,
+    progress: ProgressCallback = NO_PROGRESS,
 ) -> TrainedModel:
     """Train, choose and evaluate; write the artefact under ``store/models``."""
     train_config = config.train
@@ -101,6 +107,7 @@ def train_pipeline(
         calibrator=calibrator,
         threshold=threshold,
         reference=reference_statistics(split.train, features, valid_scores),
+        input_schema=input_schema(graph, matrix, features),
     )
     test_scores = pipeline.predict_proba(test)
     baseline_scores = baseline.scorer.predict_table(test)
@@ -149,6 +156,13 @@ def train_pipeline(
     }
     tags = {key: str(value) for key, value in lineage.items() if not isinstance(value, dict)}
     return TrainedModel(pipeline, artefact, metrics, leaderboard, params, tags)
+
+
+def input_schema(graph: FeatureGraph, matrix: Matrix, features: list[str]) -> InputSchema:
+    """What the model reads: request fields (from the graph), keys, feature types (matrix)."""
+    request = [field.to_dict() for field in request_fields(graph, features)]
+    keys = list(graph.config.spine.keys)
+    return InputSchema.of_table(matrix.table, features, matrix.hashes, keys, request)
 
 
 def _fold_rows(split: SplitData, valid_scores: np.ndarray) -> list[dict[str, Any]]:
@@ -219,7 +233,7 @@ def matrix_fingerprint(table: pa.Table) -> str:
 
 # Sections that say how much of the machine to use, not what to compute: outside the lineage,
 # so giving a build more memory does not make a model's recorded config differ.
-RESOURCES = frozenset({"engine"})
+RESOURCES = frozenset({"engine", "online", "log", "serve"})  # how it runs, not what it gives
 
 
 def config_hash(config: ProjectConfig) -> str:

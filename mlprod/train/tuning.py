@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from rich.progress import Progress
-
+from mlprod.progress import NO_PROGRESS, ProgressCallback
 from mlprod.project.training import ModelSpec, SearchRange, TuningConfig
 
 Model = TypeVar("Model")
@@ -48,7 +47,7 @@ def tune(
     tuning: TuningConfig,
     storage: Path,
     name: str,
-    progress: Progress | None = None,
+    progress: ProgressCallback = NO_PROGRESS,
 ) -> TuningResult[Model]:
     """Run (or resume) the study, then return the best model, refitted if it is not in memory."""
     import optuna
@@ -68,9 +67,8 @@ def tune(
     finished = [t for t in study.trials if t.state.is_finished()]
     remaining = max(tuning.trials - len(finished), 0)
     models: dict[int, tuple[Model, float]] = {}
-    task = progress.add_task(f"tuning {spec.label}", total=tuning.trials) if progress else None
-    if progress is not None and task is not None:
-        progress.update(task, completed=len(finished))
+    task = progress.start(f"tuning {spec.label}", total=tuning.trials)
+    task.update(completed=len(finished))
 
     def objective(trial: optuna.Trial) -> float:
         params = {**spec.params, **_suggest(trial, spec.search)}
@@ -80,15 +78,14 @@ def tune(
         return auc
 
     def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if progress is not None and task is not None:
-            best = study.best_value if study.best_trial else float("nan")
-            progress.update(
-                task, advance=1, description=f"tuning {spec.label} (best AUC {best:.4f})"
-            )
+        best = study.best_value if study.best_trial else float("nan")
+        task.advance()
+        task.update(description=f"tuning {spec.label} (best AUC {best:.4f})")
 
     if remaining:
         timeout = tuning.timeout.total_seconds() if tuning.timeout else None
         study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[advance])
+    task.finish()
     best = study.best_trial
     best_params = {**spec.params, **best.params}
     if best.number in models:

@@ -1,0 +1,226 @@
+"""The deployment commands of ``mlprod``: score, materialize, push, parity, serve, outcomes.
+
+A thin shell over :mod:`mlprod.api`, registered on the main command by :mod:`mlprod.cli`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mlprod.api import Project
+from mlprod.cli import (
+    Debug,
+    Json,
+    ProjectDir,
+    _print_json,
+    _progress,
+    _run,
+    _user_errors,
+    app,
+    console,
+)
+from mlprod.serve.parity import ParityReport
+
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="NAME@ALIAS or NAME/VERSION (default: the project's model at alias champion).",
+    ),
+]
+At = Annotated[
+    datetime | None,
+    typer.Option(
+        "--at",
+        help="Prediction time (UTC) for rows without one (default: the spine's time for the "
+        "spine source, else the input's prediction_time column, else now).",
+    ),
+]
+
+
+@app.command("score")
+def score(
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            help="A source name, a .parquet/.csv "
+            "file, file.duckdb:table or postgresql://...#schema.table.",
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="A .parquet file, a folder/ (one "
+            "file per run), file.duckdb:table or postgresql://...#schema.table.",
+        ),
+    ],
+    model: Model = None,
+    at: At = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Rerun with the same id to replace its rows.")
+    ] = None,
+    project: ProjectDir = Path("."),
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Batch scoring: features as of each row's time, the model's score and decision."""
+    loaded = _run(debug, lambda: Project.load(project))
+    with _user_errors(debug), _progress(as_json, counts=False) as progress:
+        summary = loaded.score(model, input, output, at, run_id, progress)
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    console.print(
+        f"scored {summary.rows:,} rows with {summary.model} ({summary.decisions:,} decisions) "
+        f"-> {escape(summary.where)} in {summary.seconds:.1f}s (run {summary.run_id})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("materialize")
+def materialize(
+    model: Model = None,
+    as_of: Annotated[
+        datetime | None, typer.Option("--as-of", help="The state at this UTC time (default now).")
+    ] = None,
+    project: ProjectDir = Path("."),
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Fill the online store with what the model's features read, as of now (or --as-of)."""
+    loaded = _run(debug, lambda: Project.load(project))
+    with _user_errors(debug), _progress(as_json, counts=False) as progress:
+        summary = loaded.materialize(model, as_of, progress)
+    if as_json:
+        _print_json({"applied": summary.applied, "tables": summary.rows, "latest": summary.latest})
+        return
+    latest = ", ".join(f"{s} up to {t}" for s, t in summary.latest.items() if t is not None)
+    console.print(
+        f"online store: {summary.applied:,} new rows in {len(summary.rows)} tables ({latest})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("push")
+def push(
+    source: Annotated[str, typer.Argument(help="The source the events belong to.")],
+    file: Annotated[Path, typer.Argument(help="A .parquet or .csv file of new rows.")],
+    model: Model = None,
+    project: ProjectDir = Path("."),
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Apply new events of a source to the online store (an event pushed twice counts once)."""
+    from mlprod.serve.batch_io import FileInput, read_input
+
+    loaded = _run(debug, lambda: Project.load(project))
+    rows = _run(
+        debug, lambda: read_input(FileInput(file, "csv" if file.suffix == ".csv" else "parquet"))
+    )
+    summary = _run(debug, lambda: loaded.push(source, rows, model))
+    if as_json:
+        _print_json({"received": rows.num_rows, "applied": summary.applied})
+        return
+    console.print(
+        f"{rows.num_rows:,} events of '{source}' received, {summary.applied:,} new rows applied",
+        highlight=False,
+    )
+
+
+@app.command("parity")
+def parity(
+    model: Model = None,
+    sample: Annotated[int, typer.Option("--sample", "-n", help="Events to replay.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Which events are drawn.")] = 0,
+    project: ProjectDir = Path("."),
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Replay historical events online and in batch; exit 1 if any feature or score differs."""
+    loaded = _run(debug, lambda: Project.load(project))
+    with _user_errors(debug), _progress(as_json, counts=False) as progress:
+        report = loaded.parity(model, sample, seed, progress)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _print_parity(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_parity(report: ParityReport) -> None:
+    head = (
+        f"parity of {report.model}: {report.events:,} events x {len(report.features)} features "
+        f"and the score, online store {report.store}, {report.seconds:.1f}s"
+    )
+    if report.ok:
+        console.print(f"[green]ok[/green] {head}: no differences", highlight=False)
+        return
+    console.print(f"[red]differences[/red] {head}", highlight=False)
+    table = Table("column", "events", "example (keys, time)", "batch", "online")
+    for name, examples in report.mismatches.items():
+        first = examples[0]
+        keys = ", ".join(f"{k}={v}" for k, v in first.keys.items())
+        table.add_row(
+            name,
+            f"{report.counts[name]:,}",
+            f"{keys} at {first.prediction_time}",
+            repr(first.batch),
+            repr(first.online),
+        )
+    console.print(table)
+
+
+@app.command("serve")
+def serve(
+    model: Model = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    project: ProjectDir = Path("."),
+    debug: Debug = False,
+) -> None:
+    """Serve the model over HTTP: /predict, /invocations, /v2 (KServe), /docs, /metrics."""
+    import uvicorn
+
+    from mlprod.serve.app import create_app
+
+    loaded = _run(debug, lambda: Project.load(project))
+    service = _run(debug, lambda: loaded.service(model))
+    limits = loaded.config.serve
+    application = create_app(
+        service, max_records=limits.max_records, max_body_bytes=limits.max_body_bytes
+    )
+    console.print(
+        f"serving {service.model_name}/{service.model_version} on http://{host}:{port} "
+        f"(docs: http://{host}:{port}/docs)",
+        highlight=False,
+    )
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command("outcomes")
+def outcomes(project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False) -> None:
+    """Label logged predictions whose outcome the sources now know (the spine's label)."""
+    loaded = _run(debug, lambda: Project.load(project))
+    summary = _run(debug, loaded.outcomes)
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    console.print(
+        f"{summary.labelled:,} of {summary.unlabelled:,} unlabelled predictions labelled; "
+        f"{summary.pending:,} still pending",
+        highlight=False,
+    )
