@@ -278,3 +278,34 @@ def test_a_tampered_artefact_is_refused_at_start(production: Project) -> None:
     assert result.exit_code == 2
     assert "pipeline.pkl was modified after the artefact was saved" in result.output
     assert "Traceback" not in result.output
+
+
+def test_outcomes_label_logged_predictions_from_the_spine(
+    live: httpx.Client, production: Project, records: list[dict[str, Any]]
+) -> None:
+    """`mlprod outcomes` labels predictions with the spine's own label once it is known."""
+    ids = [
+        live.post("/predict", params={"at": AT}, json=r).json()["predictions"][0]["prediction_id"]
+        for r in records
+    ]
+    summary = production.outcomes()
+    assert summary.labelled >= len(ids)
+    again = production.outcomes()
+    assert again.labelled == 0  # idempotent: nothing left to label
+    con = duckdb.connect(str(production.folder / "data" / "nycflights13.duckdb"), read_only=True)
+    late = dict(
+        con.execute(
+            "SELECT flight_id, dep_delay IS NULL OR dep_delay >= 15 FROM flights "
+            "WHERE list_contains($ids, flight_id)",
+            {"ids": [r["flight_id"] for r in records]},
+        ).fetchall()
+    )
+    con.close()
+    log = production.prediction_log()
+    try:
+        logged = {r["prediction_id"]: r for r in log.predictions().to_pylist()}
+    finally:
+        log.close()
+    for pid, record in zip(ids, records, strict=True):
+        assert logged[pid]["label"] is late[record["flight_id"]]
+        assert logged[pid]["label_source"] == "outcomes"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from mlprod.project.config import ColumnType
 
 _FAMILIES: dict[str, ColumnType] = {
@@ -39,3 +41,14 @@ def type_family(duckdb_type: str) -> ColumnType | None:
 
 def accepts(declared: ColumnType, found: ColumnType | None) -> bool:
     return found == declared or found in _ACCEPTS.get(declared, set())
+
+
+ARROW_TYPES: dict[ColumnType, pa.DataType] = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us"),
+    "date": pa.date32(),
+}
+"""The Arrow type a value of each contract type is held in (times: microseconds, naive UTC)."""

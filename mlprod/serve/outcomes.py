@@ -19,19 +19,12 @@ from sqlglot import exp
 
 from mlprod import sqlparts as sql
 from mlprod.data.sources import connect, open_source
+from mlprod.data.types import ARROW_TYPES
 from mlprod.features.events import timestamp_literal
 from mlprod.features.graph import FeatureGraph
 from mlprod.serve.predlog import Feedback, PredictionLog
 
 _LOGGED = "__logged"
-_ARROW = {
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "string": pa.string(),
-    "bool": pa.bool_(),
-    "timestamp": pa.timestamp("us"),
-    "date": pa.date32(),
-}
 
 
 @dataclass(frozen=True)
@@ -61,7 +54,7 @@ def compute_outcomes(
         {
             "__id": waiting.column("prediction_id"),
             **{
-                k: pa.array([row.get(k) for row in keys], type=_ARROW[contracts[k].type])
+                k: pa.array([row.get(k) for row in keys], type=ARROW_TYPES[contracts[k].type])
                 for k in spine.keys
             },
         }

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from mlprod.data.online_store import OnlineStore
+from mlprod.data.types import ARROW_TYPES
 from mlprod.errors import FeatureError, did_you_mean
 from mlprod.features.ingest import push as push_rows
 from mlprod.features.online import OnlineFeatures, duckdb_row_function
@@ -27,15 +28,6 @@ from mlprod.serve.contract import FeedbackItem, Prediction, Readiness
 from mlprod.serve.deployment import Deployment
 from mlprod.serve.predlog import Feedback, PredictionLog, PredictionRecord
 from mlprod.serve.records import RecordParser
-
-ARROW_TYPES = {
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "string": pa.string(),
-    "bool": pa.bool_(),
-    "timestamp": pa.timestamp("us"),
-    "date": pa.date32(),
-}
 
 
 def now_utc() -> datetime:

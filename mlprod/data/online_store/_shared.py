@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlprod.data.types import ARROW_TYPES
 from mlprod.errors import OnlineStoreError, one_of
 from mlprod.project.base import IDENTIFIER
 
@@ -92,14 +93,7 @@ _EPOCH = datetime(1970, 1, 1)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _MICRO = timedelta(microseconds=1)
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_ARROW: dict[ValueType, pa.DataType] = {
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "string": pa.string(),
-    "bool": pa.bool_(),
-    "timestamp": pa.timestamp("us"),
-    "date": pa.date32(),
-}
+_ARROW: dict[ValueType, pa.DataType] = ARROW_TYPES
 
 
 def _check_id(kind: str, name: str) -> str:
