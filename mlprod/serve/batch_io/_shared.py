@@ -1,13 +1,39 @@
-"""What inputs and outputs share: the syntax of a table target and the first line of a driver's
-error."""
+"""What inputs and outputs share: a table in a DuckDB file or in PostgreSQL, the syntax that
+names one, and the first line of a driver's error."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlprod.data import postgres
 from mlprod.errors import ScoreIOError
+
+
+@dataclass(frozen=True)
+class DuckDBTable:
+    """A table in a DuckDB file (``FILE.duckdb:[SCHEMA.]TABLE``), read or written."""
+
+    path: Path
+    schema: str
+    table: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.schema}.{self.table}"
+
+
+@dataclass(frozen=True)
+class PostgresTable:
+    """A table in PostgreSQL (``postgresql://...#[SCHEMA.]TABLE``), read or written."""
+
+    url: str = field(repr=False)  # may hold a password: never in a repr
+    schema: str
+    table: str
+
+    def __str__(self) -> str:
+        return f"{postgres.redact(self.url)}#{self.schema}.{self.table}"
+
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")

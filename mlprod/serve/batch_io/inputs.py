@@ -9,7 +9,7 @@ typed as it is when it is a source; a DuckDB file is opened read-only and closed
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +23,8 @@ from mlprod.errors import ScoreIOError, SourceError, did_you_mean, one_of
 from mlprod.serve.batch_io._shared import (
     _POSTGRES_SCHEMES,
     _TABLE_FORMS,
+    DuckDBTable,
+    PostgresTable,
     _duckdb_target,
     _first_line,
     _no_table,
@@ -44,25 +46,8 @@ class FileInput:
         return str(self.path)
 
 
-@dataclass(frozen=True)
-class DuckDBInput:
-    path: Path
-    schema: str
-    table: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.schema}.{self.table}"
-
-
-@dataclass(frozen=True)
-class PostgresInput:
-    url: str = field(repr=False)  # may hold a password: never in a repr
-    schema: str
-    table: str
-
-    def __str__(self) -> str:
-        return f"{postgres.redact(self.url)}#{self.schema}.{self.table}"
-
+DuckDBInput = DuckDBTable
+PostgresInput = PostgresTable
 
 InputSpec = SourceInput | FileInput | DuckDBInput | PostgresInput
 

@@ -24,7 +24,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -40,6 +40,8 @@ from mlprod.serve.batch_io._shared import (
     _NAME,
     _POSTGRES_SCHEMES,
     _TABLE_FORMS,
+    DuckDBTable,
+    PostgresTable,
     _duckdb_target,
     _first_line,
     _no_table,
@@ -92,25 +94,8 @@ class ParquetDatasetOutput:
         return f"{self.folder}{os.sep}"
 
 
-@dataclass(frozen=True)
-class DuckDBOutput:
-    path: Path
-    schema: str
-    table: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.schema}.{self.table}"
-
-
-@dataclass(frozen=True)
-class PostgresOutput:
-    url: str = field(repr=False)
-    schema: str
-    table: str
-
-    def __str__(self) -> str:
-        return f"{postgres.redact(self.url)}#{self.schema}.{self.table}"
-
+DuckDBOutput = DuckDBTable
+PostgresOutput = PostgresTable
 
 OutputSpec = ParquetFileOutput | ParquetDatasetOutput | DuckDBOutput | PostgresOutput
 
