@@ -194,15 +194,21 @@ def records_of(body: Any, limit: int) -> list[dict[str, Any]]:
         raise HttpError(
             422, f"expected a record (a JSON object) or a list of records, got {describe(body)}"
         )
-    check_count(len(body), limit)
+    return record_list(body, limit)
+
+
+def record_list(items: list[Any], limit: int, where: str = "") -> list[dict[str, Any]]:
+    """A list of records, each a JSON object (``where``: which part of a body holds them)."""
+    check_count(len(items), limit)
+    inside = f" in '{where}'" if where else ""
     not_records = [
-        FieldProblem(i, "", f"expected a record (a JSON object), got {describe(item)}")
-        for i, item in enumerate(body)
+        FieldProblem(i, "", f"expected a record (a JSON object){inside}, got {describe(item)}")
+        for i, item in enumerate(items)
         if not isinstance(item, dict)
     ]
     if not_records:
         raise reject(not_records)
-    return body
+    return items
 
 
 FEEDBACK_FIELDS = ("keys", "label", "prediction_id", "prediction_time")

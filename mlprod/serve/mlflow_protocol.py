@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mlprod.features.requests import RequestField
-from mlprod.serve.bodies import check_count, describe, reject
+from mlprod.serve.bodies import check_count, describe, record_list, reject
 from mlprod.serve.contract import FieldProblem
 from mlprod.serve.errors_http import HttpError
 
@@ -56,23 +56,11 @@ def mlflow_records(body: Any, limit: int) -> list[dict[str, Any]]:
     if shape == "dataframe_split":
         return _split_records(value, limit)
     if isinstance(value, list):
-        return _record_list(value, shape, limit)
+        return record_list(value, limit, shape)
     if isinstance(value, dict) and shape != "dataframe_records":
         return _column_records(value, shape, limit)
     expected = "a list of records" if shape == "dataframe_records" else "records or columns"
     raise _refuse(f"'{shape}' must hold {expected}, got {describe(value)}")
-
-
-def _record_list(value: list[Any], shape: str, limit: int) -> list[dict[str, Any]]:
-    check_count(len(value), limit)
-    problems = [
-        FieldProblem(i, "", f"expected a record (a JSON object) in '{shape}', got {describe(v)}")
-        for i, v in enumerate(value)
-        if not isinstance(v, dict)
-    ]
-    if problems:
-        raise reject(problems)
-    return value
 
 
 def _column_records(columns: dict[str, Any], shape: str, limit: int) -> list[dict[str, Any]]:
