@@ -25,6 +25,7 @@ A key with a NULL part matches nothing.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,7 +33,7 @@ from functools import cached_property
 from typing import Any
 
 from mlprod import sqlparts as sql
-from mlprod.data.online_store import OnlineRow, OnlineStore, Read
+from mlprod.data.online_store import OnlineRows, OnlineStore, Read
 from mlprod.data.types import type_family
 from mlprod.features.expressions import column_names, rewrite_columns
 from mlprod.features.graph import FeatureGraph, Node
@@ -164,7 +165,7 @@ class OnlineFeatures:
                 for i, name, read in wanted:
                     stored = found[_shared(i, read)]
                     online = self.plan.features[name]
-                    value = _combine(online, _within(stored, read), cutoffs[i])
+                    value = _combine(online, stored, _within(stored, read), cutoffs[i])
                     contexts[i][feature_key(name)] = value
         return [{name: context[feature_key(name)] for name in self.names} for context in contexts]
 
@@ -200,12 +201,13 @@ def _widest(old: Read | None, new: Read) -> Read:
     return Read(new.table, new.key, max(old.until, new.until), since)
 
 
-def _within(rows: list[OnlineRow], read: Read) -> list[OnlineRow]:
-    """The rows one feature asked for, out of a wider shared read."""
+def _within(rows: OnlineRows, read: Read) -> range:
+    """The rows one feature asked for, out of a wider shared read: a slice (rows are sorted
+    by availability time)."""
     if read.latest:
-        return rows
-    since = read.since
-    return [r for r in rows if r.at < read.until and (since is None or r.at >= since)]
+        return range(len(rows))
+    start = 0 if read.since is None else bisect_left(rows.ats, read.since)
+    return range(start, bisect_left(rows.ats, read.until, start))
 
 
 def _empty(node: Node) -> Any:
@@ -219,43 +221,37 @@ def _empty(node: Node) -> Any:
     return None
 
 
-def _combine(online: OnlineFeature, rows: list[OnlineRow], t: int) -> Any:
+def _combine(online: OnlineFeature, rows: OnlineRows, span: range, t: int) -> Any:
     feature = online.node.feature
     i = online.value
     if isinstance(feature, AggregateFeature):
-        return _aggregate(feature, i, rows)
-    if not rows:
+        return _aggregate(feature, i, rows, span)
+    if not span:
         return None
-    value = _largest(row.values[i] for row in rows)  # rows tied on the latest availability
+    value = _largest(rows.columns[i][span.start : span.stop])  # rows tied on the latest time
     staleness = feature.max_staleness if isinstance(feature, AsofFeature) else None
-    if staleness is not None and rows[-1].at < t - staleness // MICROSECOND:
+    if staleness is not None and rows.ats[span.stop - 1] < t - staleness // MICROSECOND:
         return None
     return value
 
 
-def _largest(values: Any) -> Any:
-    present = [v for v in values if not _missing(v)]
+def _largest(values: Sequence[Any]) -> Any:
+    present = [v for v in values if v is not None]
     return max(present) if present else None
 
 
-def _missing(value: Any) -> bool:
-    return value is None
-
-
-def _aggregate(feature: AggregateFeature, i: int, rows: list[OnlineRow]) -> Any:
+def _aggregate(feature: AggregateFeature, i: int, rows: OnlineRows, span: range) -> Any:
     function = feature.function
     if function == "count" and i < 0:
-        return len(rows)
-    values = [row.values[i] for row in rows if row.values[i] is not None]
+        return len(span)
+    column = rows.columns[i][span.start : span.stop]
+    values = [v for v in column if v is not None]
     if function == "count":
         return len(values)
     if function == "count_distinct":
         return len(set(values))
     if function == "last":
-        if not values:
-            return None
-        latest = max(row.at for row in rows if row.values[i] is not None)
-        return max(row.values[i] for row in rows if row.at == latest and row.values[i] is not None)
+        return _last(rows.ats[span.start : span.stop], column)
     if function in ("min", "max"):
         if not values:
             return None
@@ -271,6 +267,19 @@ def _aggregate(feature: AggregateFeature, i: int, rows: list[OnlineRow]) -> Any:
     if len(numbers) < 2:
         return None  # a sample standard deviation needs two values
     return math.sqrt(math.fsum((x - mean) ** 2 for x in numbers) / (len(numbers) - 1))
+
+
+def _last(ats: Sequence[int], values: Sequence[Any]) -> Any:
+    """The latest non-null value; of values tied on that time, the largest."""
+    for j in range(len(values) - 1, -1, -1):
+        if values[j] is not None:
+            best, k = values[j], j - 1
+            while k >= 0 and ats[k] == ats[j]:
+                if values[k] is not None and values[k] > best:
+                    best = values[k]
+                k -= 1
+            return best
+    return None
 
 
 def duckdb_row_function(node: Node, columns: Mapping[str, str]) -> RowFunction:

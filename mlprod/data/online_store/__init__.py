@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mlprod.data.online_store._shared import (
     Freshness,
-    OnlineRow,
+    OnlineRows,
     OnlineStore,
     Read,
     TableLayout,
@@ -44,7 +44,7 @@ __all__ = [
     "DEFAULT_REDIS_URL",
     "Freshness",
     "MemoryOnlineStore",
-    "OnlineRow",
+    "OnlineRows",
     "OnlineSpec",
     "OnlineStore",
     "OnlineStoreError",

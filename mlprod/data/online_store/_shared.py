@@ -11,7 +11,7 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -44,9 +44,23 @@ class Read:
 
 
 @dataclass(frozen=True, slots=True)
-class OnlineRow:
-    at: int
-    values: tuple[Any, ...]  # int, float, str, bool, datetime (naive UTC), date, None
+class OnlineRows:
+    """The rows of one read, column by column, sorted by availability time then event id.
+
+    Columns, not row objects: a request reads thousands of rows, and a feature takes its
+    window as a slice found by bisecting ``ats``. Values are int, float, str, bool, datetime
+    (naive UTC), date or None.
+    """
+
+    ats: Sequence[int]
+    columns: tuple[Sequence[Any], ...]
+
+    def __len__(self) -> int:
+        return len(self.ats)
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """``(at, v0, v1, ...)`` per row, in order."""
+        return list(zip(self.ats, *self.columns, strict=True))
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,7 @@ class OnlineStore(Protocol):
     def write(self, table: str, rows: pa.Table) -> int:
         """Store rows (``__k0..``, ``__at``, ``__id``, ``__v0..``); return how many were new."""
 
-    def read(self, reads: Sequence[Read]) -> list[list[OnlineRow]]:
+    def read(self, reads: Sequence[Read]) -> list[OnlineRows]:
         """One list per read, in order, sorted by at then event id."""
 
     def prune(self, table: str, before: int, keep_latest: bool = True) -> int:
@@ -222,35 +236,34 @@ def _cast(table: str, name: str, column: pa.ChunkedArray, to: pa.DataType) -> pa
         ) from None
 
 
-_new = object.__new__
-_set_at = OnlineRow.__dict__["at"].__set__
-_set_values = OnlineRow.__dict__["values"].__set__
-Decoder = Callable[[Any], Any]
+Decoder = Callable[[Sequence[Any]], Sequence[Any]]  # a stored column to Python values
 
 
-def _rows(
-    records: Iterable[tuple[int, Sequence[Any]]], start: int, decoders: list[tuple[int, Decoder]]
-) -> list[OnlineRow]:
-    """``OnlineRow``s of ``(at, record)`` pairs whose values are ``record[start:]``, decoded.
+def each(decode: Callable[[Any], Any]) -> Decoder:
+    """A column decoder applying ``decode`` to every value but NULL."""
 
-    Built through the slots, not ``__init__``: a frozen dataclass's init costs twice as much,
-    and a request builds thousands of rows.
-    """
-    out: list[OnlineRow] = []
-    append = out.append
-    for at, record in records:
-        row = _new(OnlineRow)
-        _set_at(row, at)
-        if decoders:
-            values = list(record[start:])
-            for i, decode in decoders:
-                if values[i] is not None:
-                    values[i] = decode(values[i])
-            _set_values(row, tuple(values))
-        else:
-            _set_values(row, tuple(record[start:]))
-        append(row)
-    return out
+    def column(values: Sequence[Any]) -> list[Any]:
+        return [None if v is None else decode(v) for v in values]
+
+    return column
+
+
+def _block(
+    records: Sequence[Sequence[Any]],
+    start: int,
+    width: int,
+    decoders: Sequence[tuple[int, Decoder]],
+    ats: Sequence[int] | None = None,
+) -> OnlineRows:
+    """``OnlineRows`` of records whose values are ``record[start:]`` (``width`` of them) and
+    whose time is ``record[0]`` unless ``ats`` are given, decoded column by column."""
+    if not records:
+        return OnlineRows([], tuple([] for _ in range(width)))
+    transposed: list[Sequence[Any]] = list(zip(*records, strict=True))
+    columns = transposed[start:]
+    for i, decode in decoders:
+        columns[i] = decode(columns[i])
+    return OnlineRows(transposed[0] if ats is None else ats, tuple(columns))
 
 
 def _layout_error(table: str, old: TableLayout, new: TableLayout) -> OnlineStoreError:

@@ -12,15 +12,15 @@ import pyarrow as pa
 
 from mlprod.data.online_store._shared import (
     Freshness,
-    OnlineRow,
+    OnlineRows,
     Read,
     TableLayout,
+    _block,
     _check_id,
     _check_read,
     _layout_error,
     _now,
     _prepare,
-    _rows,
     _undeclared,
     canonical_key,
     from_micros,
@@ -35,7 +35,7 @@ class _Entries:
 
     def __init__(self) -> None:
         self.ats: list[int] = []
-        self.rows: list[tuple[int, str, OnlineRow]] = []
+        self.rows: list[tuple[Any, ...]] = []  # (at, id, v0, v1, ...)
         self.ids: set[str] = set()
 
     def cut(self, before: int, keep_latest: bool) -> int:
@@ -80,27 +80,27 @@ class MemoryOnlineStore:
                 new.setdefault(key, []).append((at, id_, *values))
         for key, records in new.items():
             entries = keys[key]
-            built = _rows(((r[0], r) for r in records), 2, [])
-            entries.rows.extend((r[0], r[1], row) for r, row in zip(records, built, strict=True))
+            entries.rows.extend(records)
             entries.rows.sort(key=itemgetter(0, 1))
             entries.ats = [item[0] for item in entries.rows]
         return sum(len(records) for records in new.values())
 
-    def read(self, reads: Sequence[Read]) -> list[list[OnlineRow]]:
-        out: list[list[OnlineRow]] = []
+    def read(self, reads: Sequence[Read]) -> list[OnlineRows]:
+        out: list[OnlineRows] = []
         for read in reads:
-            _check_read(read, self._layout(read.table))
+            layout = self._layout(read.table)
+            _check_read(read, layout)
             key = canonical_key(read.key)
             entries = self._tables[read.table].get(key) if key is not None else None
             if entries is None:
-                out.append([])
+                out.append(_block([], 2, len(layout.values), []))
                 continue
             end = bisect.bisect_left(entries.ats, read.until)
             if read.latest:
                 start = bisect.bisect_left(entries.ats, entries.ats[end - 1]) if end else 0
             else:
                 start = 0 if read.since is None else bisect.bisect_left(entries.ats, read.since)
-            out.append([item[2] for item in entries.rows[start:end]])
+            out.append(_block(entries.rows[start:end], 2, len(layout.values), []))
         return out
 
     def prune(self, table: str, before: int, keep_latest: bool = True) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -23,10 +23,11 @@ from mlprod.data.online_store._shared import (
     _JSON,
     Decoder,
     Freshness,
-    OnlineRow,
+    OnlineRows,
     Read,
     TableLayout,
     ValueType,
+    _block,
     _check_id,
     _check_read,
     _decode_layout,
@@ -35,9 +36,9 @@ from mlprod.data.online_store._shared import (
     _layout_error,
     _now,
     _prepare,
-    _rows,
     _undeclared,
     canonical_key,
+    each,
     from_micros,
     micros,
 )
@@ -106,7 +107,14 @@ def _at_then_id(pair: tuple[int, list[Any]]) -> tuple[int, str]:
     return pair[0], pair[1][0]
 
 
-_REDIS_DECODERS: dict[ValueType, Decoder] = {"timestamp": from_micros, "date": _from_days}
+_REDIS_DECODERS: dict[ValueType, Decoder] = {
+    "timestamp": each(from_micros),
+    "date": each(_from_days),
+}
+
+
+def _decoders(kinds: Sequence[ValueType]) -> list[tuple[int, Decoder]]:
+    return [(i, _REDIS_DECODERS[k]) for i, k in enumerate(kinds) if k in _REDIS_DECODERS]
 
 
 def _redis_column(array: pa.Array, kind: ValueType) -> list[Any]:
@@ -222,7 +230,7 @@ class RedisOnlineStore:
                 applied += sum(pipe.execute())
         return applied
 
-    def read(self, reads: Sequence[Read]) -> list[list[OnlineRow]]:
+    def read(self, reads: Sequence[Read]) -> list[OnlineRows]:
         if not reads:
             return []
         tables = sorted({_check_id("online table", read.table) for read in reads})
@@ -237,26 +245,28 @@ class RedisOnlineStore:
                 args.extend((since, read.until, int(read.latest)))
         with self._errors("read from"):
             reply = self._read_script(keys=keys, args=args)
-        layouts = dict(zip(tables, reply[:-1], strict=True))
+        stored = dict(zip(tables, reply[:-1], strict=True))
         for read in reads:
-            if not layouts[read.table]:
+            if not stored[read.table]:
                 raise _undeclared(read.table, redact(self.url))
-            _check_read(read, _decode_layout(layouts[read.table]))
+        layouts = {table: _decode_layout(text) for table, text in stored.items()}
+        for read in reads:
+            _check_read(read, layouts[read.table])
         decoders = {
             table: [
-                (i, _REDIS_DECODERS[k])
-                for i, k in enumerate(_decode_layout(text).values)
-                if k in _REDIS_DECODERS
+                (i, _REDIS_DECODERS[k]) for i, k in enumerate(kinds.values) if k in _REDIS_DECODERS
             ]
-            for table, text in layouts.items()
+            for table, kinds in layouts.items()
         }
-        out: list[list[OnlineRow]] = [[] for _ in reads]
+        widths = {table: len(layout.values) for table, layout in layouts.items()}
+        out = [_block([], 1, widths[read.table], []) for read in reads]
         for i, flat in zip(live, json.loads(reply[-1]), strict=True):
             ats: list[int] = list(map(int, flat[0::2]))  # at and member alternate
-            pairs: Iterable[tuple[int, list[Any]]] = zip(ats, flat[1::2], strict=True)
+            members: list[list[Any]] = flat[1::2]
             if len(set(ats)) < len(ats):  # Redis orders ties by member bytes, not by event id
-                pairs = sorted(pairs, key=_at_then_id)
-            out[i] = _rows(pairs, 1, decoders[reads[i].table])
+                pairs = sorted(zip(ats, members, strict=True), key=_at_then_id)
+                ats, members = [p[0] for p in pairs], [p[1] for p in pairs]
+            out[i] = _block(members, 1, widths[reads[i].table], decoders[reads[i].table], ats)
         return out
 
     def prune(self, table: str, before: int, keep_latest: bool = True) -> int:

@@ -26,10 +26,11 @@ from sqlglot import exp
 from mlprod.data.online_store._shared import (
     Decoder,
     Freshness,
-    OnlineRow,
+    OnlineRows,
     Read,
     TableLayout,
     ValueType,
+    _block,
     _check_id,
     _check_read,
     _decode_layout,
@@ -38,9 +39,9 @@ from mlprod.data.online_store._shared import (
     _layout_error,
     _now,
     _prepare,
-    _rows,
     _undeclared,
     canonical_key,
+    each,
     from_micros,
     micros,
 )
@@ -139,11 +140,18 @@ class _Statements:
         )
 
 
+def _floats(values: Sequence[Any]) -> Sequence[Any]:
+    """A REAL column: a NaN is stored as the text 'NaN' (rare: decode only then)."""
+    if "NaN" not in values:
+        return values
+    return [float(v) if isinstance(v, str) else v for v in values]
+
+
 _SQLITE_DECODERS: dict[ValueType, Decoder] = {
-    "float": float,  # a NaN is stored as 'NaN'; float() of a float is itself
-    "bool": bool,
-    "timestamp": from_micros,
-    "date": _from_days,
+    "float": _floats,
+    "bool": each(bool),
+    "timestamp": each(from_micros),
+    "date": each(_from_days),
 }
 _LOWEST = -(2**63)
 
@@ -268,24 +276,22 @@ class SqliteOnlineStore:
                 )
                 return conn.total_changes - before
 
-    def read(self, reads: Sequence[Read]) -> list[list[OnlineRow]]:
+    def read(self, reads: Sequence[Read]) -> list[OnlineRows]:
         conn = self._conn()
-        out: list[list[OnlineRow]] = []
+        out: list[OnlineRows] = []
         with self._errors("read from"), self._transaction(conn):
             self._refresh(conn)
             for read in reads:
                 layout, statements = self._table(conn, read.table)
                 _check_read(read, layout)
                 key = canonical_key(read.key)
-                if key is None:
-                    out.append([])
-                elif read.latest:
+                raw: list[Any] = []
+                if key is not None and read.latest:
                     raw = conn.execute(statements.latest, (key, key, read.until)).fetchall()
-                    out.append(_rows(((r[0], r) for r in raw), 1, statements.decoders))
-                else:
+                elif key is not None:
                     since = _LOWEST if read.since is None else read.since
                     raw = conn.execute(statements.range, (key, since, read.until)).fetchall()
-                    out.append(_rows(((r[0], r) for r in raw), 1, statements.decoders))
+                out.append(_block(raw, 1, len(layout.values), statements.decoders))
         return out
 
     def prune(self, table: str, before: int, keep_latest: bool = True) -> int:
