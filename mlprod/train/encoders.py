@@ -221,20 +221,30 @@ class TabularEncoder:
     def transform(self, table: pa.Table) -> np.ndarray:
         if is_small(table.num_rows):
             return self.transform_batch(SmallBatch(table))
-        parts: list[np.ndarray] = []
-        for name in self.features:
-            column = table.column(name)
-            if name in self.levels_:
-                parts.extend(self._categorical(name, column))
-            elif self.encoding == "native":
-                parts.append(_numbers(column))
-            else:
-                values = _numbers(column)
-                missing = np.isnan(values)
-                filled = np.where(missing, self.medians_[name], values)
-                parts.append((filled - self.means_[name]) / self.scales_[name])
-                parts.append(missing.astype(np.float64))
-        return np.column_stack(parts) if parts else np.empty((table.num_rows, 0))
+        return self.transform_large(table)
+
+    def transform_large(self, table: pa.Table) -> np.ndarray:
+        """Column by column through Arrow, each written in place into one preallocated matrix.
+
+        Filled column-major (each column one contiguous write; a one-hot block set by row and
+        code, not compared level by level), returned row-major: the layout the small path
+        gives, so that linear models' dot products, and hence scores, agree bit for bit.
+        """
+        plan = self._plan()
+        x = np.zeros((table.num_rows, plan.width), order="F")
+        native = self.encoding == "native"
+        for index, name in enumerate(plan.numbers):
+            values = _numbers(table.column(name))
+            if native:
+                x[:, plan.number_columns[index]] = values
+                continue
+            missing = np.isnan(values)
+            filled = np.where(missing, plan.medians[index], values)
+            x[:, plan.number_columns[index]] = (filled - plan.means[index]) / plan.scales[index]
+            x[:, plan.missing_columns[index]] = missing
+        for slots in plan.categories:
+            _place(x, slots.start, self._codes(slots.name, table.column(slots.name)), native)
+        return np.ascontiguousarray(x)
 
     def transform_batch(self, batch: SmallBatch) -> np.ndarray:
         """The same matrix as ``transform`` gives, for a few rows read once (see SmallBatch)."""
@@ -253,8 +263,9 @@ class TabularEncoder:
         for slots in plan.categories:
             texts = batch.texts(slots.name)
             if texts is None:  # a type only Arrow casts exactly: its own path
-                parts = self._categorical(slots.name, batch.table.column(slots.name))
-                x[:, slots.start : slots.start + slots.width] = np.column_stack(parts)
+                _place(
+                    x, slots.start, self._codes(slots.name, batch.table.column(slots.name)), native
+                )
                 continue
             for row, text in enumerate(texts):
                 if text is None:
@@ -314,15 +325,11 @@ class TabularEncoder:
             categories=tuple(categories),
         )
 
-    def _categorical(self, name: str, column: pa.ChunkedArray) -> list[np.ndarray]:
-        encoder = self.levels_[name]
-        mapped = encoder.transform(column)
-        vocabulary = self._vocabulary(name)
-        codes = pc.index_in(mapped, value_set=pa.array(vocabulary, pa.string()))
-        as_float = codes.to_numpy(zero_copy_only=False).astype(np.float64)
-        if self.encoding == "native":
-            return [as_float]
-        return [(as_float == i).astype(np.float64) for i in range(len(vocabulary))]
+    def _codes(self, name: str, column: pa.ChunkedArray) -> np.ndarray:
+        """Each value's code in the vocabulary, as float64 (NaN for a null)."""
+        mapped = self.levels_[name].transform(column)
+        codes = pc.index_in(mapped, value_set=pa.array(self._vocabulary(name), pa.string()))
+        return np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.float64)
 
     def _vocabulary(self, name: str) -> list[str]:
         encoder = self.levels_[name]
@@ -338,6 +345,16 @@ class TabularEncoder:
             else:
                 columns.append(name)
         return columns
+
+
+def _place(x: np.ndarray, start: int, codes: np.ndarray, native: bool) -> None:
+    """Write a categorical's codes at column ``start``: the code itself (native), or a one in
+    the code's column of its one-hot block (dense; a null sets none)."""
+    if native:
+        x[:, start] = codes
+        return
+    rows = np.flatnonzero(~np.isnan(codes))
+    x[rows, start + codes[rows].astype(np.intp)] = 1.0
 
 
 def _numbers(column: pa.ChunkedArray) -> np.ndarray:
