@@ -5,9 +5,11 @@ A thin shell over :mod:`mlprod.api`, registered on the main command by :mod:`mlp
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -26,6 +28,11 @@ from mlprod.cli import (
     console,
 )
 from mlprod.serve.parity import ParityReport
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from mlprod.serve.service import OnlineService
 
 Model = Annotated[
     str | None,
@@ -189,26 +196,54 @@ def serve(
     model: Model = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes sharing the port (each loads the model; a worker that dies "
+            "is replaced). Each answers /metrics for itself.",
+        ),
+    ] = 1,
     project: ProjectDir = Path("."),
     debug: Debug = False,
 ) -> None:
     """Serve the model over HTTP: /predict, /invocations, /v2 (KServe), /docs, /metrics."""
     import uvicorn
 
-    from mlprod.serve.app import create_app
-
     loaded = _run(debug, lambda: Project.load(project))
-    service = _run(debug, lambda: loaded.service(model))
-    limits = loaded.config.serve
-    application = create_app(
-        service, max_records=limits.max_records, max_body_bytes=limits.max_body_bytes
-    )
+    service = _run(debug, lambda: loaded.service(model))  # refuses a bad artefact at start
+    version = f"{service.model_name}/{service.model_version}"
     console.print(
-        f"serving {service.model_name}/{service.model_version} on http://{host}:{port} "
-        f"(docs: http://{host}:{port}/docs)",
+        f"serving {version} on http://{host}:{port} (docs: http://{host}:{port}/docs)"
+        + (f" with {workers} workers" if workers > 1 else ""),
         highlight=False,
     )
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    run = partial(uvicorn.run, host=host, port=port, log_level="warning", access_log=False)
+    if workers == 1:
+        run(_app(loaded, service))
+        return
+    service.close()
+    # Every worker serves the version resolved here, even if the alias moves meanwhile.
+    os.environ[_WORKER_PROJECT] = str(loaded.folder.resolve())
+    os.environ[_WORKER_MODEL] = version
+    run("mlprod.cli_deploy:worker_app", factory=True, workers=workers)
+
+
+_WORKER_PROJECT = "MLPROD_SERVE_PROJECT"
+_WORKER_MODEL = "MLPROD_SERVE_MODEL"
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``serve --workers`` process, from what the parent resolved."""
+    loaded = Project.load(os.environ[_WORKER_PROJECT])
+    return _app(loaded, loaded.service(os.environ[_WORKER_MODEL]))
+
+
+def _app(loaded: Project, service: OnlineService) -> FastAPI:
+    from mlprod.serve.app import create_app
+
+    limits = loaded.config.serve
+    return create_app(service, max_records=limits.max_records, max_body_bytes=limits.max_body_bytes)
 
 
 @app.command("outcomes")

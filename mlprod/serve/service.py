@@ -184,6 +184,11 @@ class OnlineService:
         ready = all(v == "ok" for v in checks.values())
         return Readiness(ready, checks, freshness)
 
+    def close(self) -> None:
+        """Release the online store's and the prediction log's connections."""
+        self.store.close()
+        self.log.close()
+
 
 def _feature_schema(deployment: Deployment) -> pa.Schema:
     """The training matrix's types of the model's features (from the artefact)."""
