@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mlprod.data.baselines import save_baselines
 from mlprod.data.online_store import OnlineStore, open_online_store
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.events import TrainingEvents
+from mlprod.features.files import matrix_path, write_matrix
 from mlprod.features.graph import FeatureGraph
 from mlprod.features.ingest import IngestSummary, materialize, push
 from mlprod.features.matrix import Matrix, build_matrix
@@ -139,7 +139,7 @@ class Project:
 
     @property
     def matrix_path(self) -> Path:
-        return self.store / "features" / "training.parquet"
+        return matrix_path(self.store)
 
     def feature_sql(self, name: str | None = None, as_of: datetime | None = None) -> str:
         """The SQL that computes one feature (with what it depends on), or all of them."""
@@ -171,9 +171,12 @@ class Project:
     ) -> BuildSummary:
         """Build the training matrix and write it with its metadata under the store.
 
-        The sources' profiles become the baseline that the next build is compared with.
+        A build of some ``features`` only is written as ``subset.parquet``, leaving the
+        training matrix alone. The sources' profiles become the baseline that the next build
+        is compared with.
         """
-        return self._write_matrix(self.build_matrix(as_of, features, progress))
+        matrix = self.build_matrix(as_of, features, progress)
+        return self._write_matrix(matrix, matrix_path(self.store, subset=features is not None))
 
     def train(
         self, as_of: datetime | None = None, progress: ProgressCallback = NO_PROGRESS
@@ -186,7 +189,7 @@ class Project:
     ) -> tuple[BuildSummary, TrainSummary]:
         """The whole loop up to registration: features build -> train -> evaluate -> register."""
         matrix = self.build_matrix(as_of, progress=progress)
-        return self._write_matrix(matrix), self._train(matrix, progress)
+        return self._write_matrix(matrix, self.matrix_path), self._train(matrix, progress)
 
     def tracking_uri(self) -> str:
         configured = self.config.train.tracking_uri if self.config.train else None
@@ -198,38 +201,52 @@ class Project:
         return (train.registry_name if train else None) or self.config.name
 
     def evaluation(self, version: str = "latest") -> dict[str, Any]:
-        """A registered version's evaluation: its metrics and where its report is."""
-        from mlprod.registry.models import resolve
+        """A registered version's evaluation: its metrics and where its report is.
 
-        folder = resolve(self.tracking_uri(), self.registry_name, version)
-        metrics: dict[str, Any] = json.loads((folder / "metrics.json").read_text())
+        ``version`` (a number, an alias or 'latest') is answered with the number it stands
+        for; the metrics were saved before registration gave it one.
+        """
+        from mlprod.registry.models import locate
+
+        found = locate(self.tracking_uri(), self.registry_name, version)
+        metrics: dict[str, Any] = json.loads((found.path / "metrics.json").read_text())
+        metrics.pop("version", None)  # null: saved before the version had a number
         return {
             "model_name": self.registry_name,
-            "version": version,
-            "report_path": str(folder / "report.html"),
+            "version": found.version,
+            "report_path": str(found.path / "report.html"),
             **metrics,
         }
 
-    def reproduce(self, version: str, progress: ProgressCallback = NO_PROGRESS) -> dict[str, Any]:
+    def reproduce(
+        self,
+        version: str,
+        progress: ProgressCallback = NO_PROGRESS,
+        *,
+        current_config: bool = False,
+    ) -> dict[str, Any]:
         """Rebuild a registered version from its recorded inputs and compare its predictions.
 
-        The matrix is rebuilt at the version's recorded ``as_of`` and the model trained again
-        in a scratch store (the registry and the project's models are left alone); both models
-        score the test window. Returns whether the predictions are reproduced, their largest
-        difference and each recorded input (data, config, code, library, source schema) that
-        differs now.
+        The version's recorded definitions and training settings are used (``current_config``:
+        today's mlprod.yaml instead). The matrix is rebuilt at the version's recorded ``as_of``
+        and the model trained again in a scratch store (the registry and the project's models
+        are left alone); both models score the test window. Returns whether the predictions
+        are reproduced, their largest difference, which configuration was used and each
+        recorded input (data, config, code, library, source schema) that differs now.
         """
         from mlprod.registry.models import resolve
 
         folder = resolve(self.tracking_uri(), self.registry_name, version)
         result = reproduce(
             self.config,
-            self.graph,
             self.store,
             folder,
-            lambda as_of: self.build_matrix(as_of, progress=progress),
+            lambda config, as_of: Project(self.folder, config).build_matrix(
+                as_of, progress=progress
+            ),
             progress,
             version=version,
+            current_config=current_config,
         )
         return {"model_name": self.registry_name, **result}
 
@@ -368,14 +385,10 @@ class Project:
             leaderboard=trained.leaderboard,
         )
 
-    def _write_matrix(self, matrix: Matrix) -> BuildSummary:
-        path = self.matrix_path
-        meta_path = path.with_suffix(".json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, lambda tmp: pq.write_table(matrix.table, tmp))
+    def _write_matrix(self, matrix: Matrix, path: Path) -> BuildSummary:
         metadata = matrix.metadata(self.graph)
         metadata["path"] = str(path)
-        _write_atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2) + "\n"))
+        meta_path = write_matrix(path, matrix.table, metadata)
         save_baselines(self.store, list(matrix.sources.values()))
         return BuildSummary(
             matrix.table.num_rows,
@@ -392,10 +405,3 @@ def describe_difference(difference: dict[str, Any]) -> str:
     """One line for a difference that ``Project.reproduce`` reports, e.g.
     ``library lightgbm: recorded 4.5.0, now 4.6.0``."""
     return describe(difference)
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file and rename, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """The ``mlprod`` command: a thin shell over :mod:`mlprod.api`.
 
-Our own errors become one red line and exit code 2; ``--debug`` shows the traceback.
+Our own errors become one red line and exit code 2; ``--debug`` shows the traceback. Ctrl-C
+becomes one line saying what was kept, and exit code 130 (:mod:`mlprod.interrupts`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TaskID,
@@ -31,6 +33,7 @@ from rich.table import Table
 from mlprod.api import Project, StepTime, TrainSummary, describe_difference
 from mlprod.errors import MlprodError
 from mlprod.formatting import format_size
+from mlprod.interrupts import stop_cleanly
 from mlprod.progress import ProgressCallback, ProgressTask
 from mlprod.registry import models as registry
 
@@ -69,15 +72,17 @@ AsOf = Annotated[
 
 
 @contextmanager
-def _user_errors(debug: bool) -> Iterator[None]:
-    try:
-        yield
-    except MlprodError as exc:
-        if debug:
-            raise
-        for line in str(exc).splitlines():
-            errors.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+def _user_errors(debug: bool, kept: str | None = None) -> Iterator[None]:
+    """Our errors as red lines and exit code 2; Ctrl-C as ``interrupted; <kept>`` and 130."""
+    with stop_cleanly(kept):
+        try:
+            yield
+        except MlprodError as exc:
+            if debug:
+                raise
+            for line in str(exc).splitlines():
+                errors.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
 
 def _run(debug: bool, action: Callable[[], T]) -> T:
@@ -116,7 +121,8 @@ def features_build(
         typer.Option(
             "--feature",
             "-f",
-            help="Build only this feature and what it needs (repeat for more; default: all).",
+            help="Build only this feature and what it needs (repeat for more; default: all), "
+            "into subset.parquet: the training matrix is left as it is.",
         ),
     ] = None,
     as_json: Json = False,
@@ -124,14 +130,23 @@ def features_build(
 ) -> None:
     """Build the point-in-time correct training matrix (Parquet plus a metadata file)."""
     loaded = _run(debug, lambda: Project.load(project))
+    kept = "nothing was written"
     # Errors are reported after the progress display has closed, so they stand alone.
-    with _user_errors(debug), _progress(as_json, counts=False) as progress:
+    with _user_errors(debug, kept), _progress(as_json, counts=False) as progress:
         summary = loaded.write_features(as_of, progress, feature or None)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
         return
     events = summary.events
-    table = Table(title=f"training matrix of '{loaded.config.name}'", show_header=False)
+    name = loaded.config.name
+    title = (
+        f"feature subset of '{name}' (the training matrix is left as it is)"
+        if feature
+        else f"training matrix of '{name}'"
+    )
+    table = Table(title=title, show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")  # paths whole, to copy
     table.add_row("rows", f"{summary.rows:,}")
     table.add_row("columns", f"{summary.columns}")
     table.add_row("events in the spine", f"{events['events']:,}")
@@ -174,19 +189,36 @@ def _for_features(step: StepTime) -> str:
 
 
 @features_app.command("list")
-def features_list(project: ProjectDir = Path("."), debug: Debug = False) -> None:
+def features_list(
+    project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False
+) -> None:
     """List the features with their kind, source and dependencies."""
     loaded = _run(debug, lambda: Project.load(project))
     graph = _run(debug, lambda: loaded.graph)
-    table = Table("name", "kind", "source", "depends on", "categorical")
+    rows = []
     for node in graph.nodes.values():
         feature: Any = node.feature
+        rows.append(
+            {
+                "name": node.name,
+                "kind": feature.kind,
+                "source": getattr(feature, "source", None),
+                "depends_on": list(node.deps),
+                "categorical": feature.categorical is not None,
+                "definition": feature.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+            }
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("name", "kind", "source", "depends on", "categorical")
+    for row in rows:
         table.add_row(
-            node.name,
-            feature.kind,
-            getattr(feature, "source", ""),
-            ", ".join(node.deps),
-            "yes" if feature.categorical else "",
+            row["name"],
+            row["kind"],
+            row["source"] or "",
+            ", ".join(row["depends_on"]),
+            "yes" if row["categorical"] else "",
         )
     console.print(table)
 
@@ -210,7 +242,7 @@ def _progress(quiet: bool, counts: bool = True) -> Iterator[ProgressCallback]:
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        *([TextColumn("{task.completed}/{task.total}")] if counts else []),
+        *([MofNCompleteColumn()] if counts else []),  # whole numbers, '?' for an unknown total
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=errors, transient=True, disable=_no_bar(quiet)) as bars:
@@ -298,7 +330,8 @@ def train(
 ) -> None:
     """Train the candidate models, choose one on validation, test it once and register it."""
     loaded = _run(debug, lambda: Project.load(project))
-    with _user_errors(debug), _progress(as_json) as progress:
+    kept = "nothing was registered (finished tuning trials are kept)"
+    with _user_errors(debug, kept), _progress(as_json) as progress:
         summary = loaded.train(as_of, progress)
     if as_json:
         _print_json(summary.to_dict())
@@ -312,7 +345,11 @@ def run(
 ) -> None:
     """The whole loop to a registered model: features build -> train -> evaluate -> register."""
     loaded = _run(debug, lambda: Project.load(project))
-    with _user_errors(debug), _progress(as_json) as progress:
+    kept = (
+        "nothing was registered (the training matrix, if written, and finished tuning trials "
+        "are kept)"
+    )
+    with _user_errors(debug, kept), _progress(as_json) as progress:
         built, summary = loaded.run(as_of, progress)
     if as_json:
         _print_json({**summary.to_dict(), "features": built.to_dict()})
@@ -333,24 +370,90 @@ def evaluate(
     result = _run(debug, lambda: loaded.evaluation(version))
     if as_json:
         _print_json(result)
-        return
-    console.print_json(data=result)
+    else:
+        _print_evaluation(result)
+
+
+# The evaluation's rows as people read them: heading, metric, how to show a value.
+_EVALUATION: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("rows", "rows", lambda v: f"{v:,}"),
+    ("positive rate", "positive_rate", lambda v: f"{v:.1%}"),
+    ("AUC", "auc", lambda v: f"{v:.4f}"),
+    ("PR AUC", "pr_auc", lambda v: f"{v:.4f}"),
+    ("log-loss", "log_loss", lambda v: f"{v:.4f}"),
+    ("Brier", "brier", lambda v: f"{v:.4f}"),
+    ("KS", "ks", lambda v: f"{v:.3f}"),
+    ("acted on (at threshold)", "acted_share", lambda v: f"{v:.1%}"),
+    ("value", "value", lambda v: f"{v['total']:,.0f} {v.get('currency') or ''}".strip()),
+]
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
+    """A version's metrics on validation and test as a table, then the baseline and report."""
+    console.print(
+        escape(
+            f"model '{result['model_name']}' version {result['version']}: {result['model']}, "
+            f"trained {datetime.fromisoformat(result['created']):%Y-%m-%d %H:%M:%S %Z}"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("metric")
+    splits = [split for split in ("validation", "test") if isinstance(result.get(split), dict)]
+    for split in splits:
+        table.add_column(split, justify="right")
+    for heading, key, show in _EVALUATION:
+        values = [result[split].get(key) for split in splits]
+        if any(value is not None for value in values):
+            table.add_row(heading, *[show(v) if v is not None else "" for v in values])
+    if "test" in splits:
+        low, high = result["test"]["auc_ci"]
+        level = result["test"].get("auc_ci_level", 0.95)
+        table.add_row(
+            f"test AUC {level:.0%} CI", *([""] * (len(splits) - 1)), f"{low:.4f} - {high:.4f}"
+        )
+    console.print(table)
+    console.print(f"threshold {result['threshold']:.4f}", highlight=False)
+    baseline = result.get("baseline")
+    if baseline:
+        low, high = baseline["difference_ci"]
+        console.print(
+            escape(
+                f"baseline {baseline['name']}: test AUC {baseline['auc']:.4f}; the model gains "
+                f"{baseline['difference']:+.4f} ({baseline['level']:.0%} CI {low:+.4f} to "
+                f"{high:+.4f})"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"report: {escape(result['report_path'])}", highlight=False, soft_wrap=True)
 
 
 @app.command("reproduce")
 def reproduce(
     version: Annotated[str, typer.Argument(help="A version number or alias.")],
     project: ProjectDir = Path("."),
+    current_config: Annotated[
+        bool,
+        typer.Option(
+            "--current-config",
+            help="Retrain with today's mlprod.yaml instead of the version's recorded "
+            "configuration, to see what the edits since change.",
+        ),
+    ] = False,
     as_json: Json = False,
     debug: Debug = False,
 ) -> None:
     """Retrain a version from its recorded inputs and compare its test-window predictions.
 
-    Exits 0 when they are identical and 1 when they differ, listing what differs now.
+    The version's recorded definitions and training settings are used, so edits of
+    mlprod.yaml since do not count (unless --current-config). Exits 0 when the predictions are
+    identical and 1 when they differ, listing what differs now.
     """
     loaded = _run(debug, lambda: Project.load(project))
     with _user_errors(debug), _progress(as_json) as progress:
-        result = loaded.reproduce(version, progress)
+        result = loaded.reproduce(version, progress, current_config=current_config)
     if as_json:
         _print_json(result)
     else:
@@ -376,6 +479,8 @@ def _print_reproduction(result: dict[str, Any]) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    for line in _config_used(result["config"]):
+        console.print(escape(line), highlight=False, soft_wrap=True)
     differences = result["differences"]
     if not differences:
         console.print(
@@ -392,6 +497,27 @@ def _print_reproduction(result: dict[str, Any]) -> None:
         console.print(
             f"  {escape(describe_difference(difference))}", highlight=False, soft_wrap=True
         )
+
+
+def _config_used(used: dict[str, Any]) -> list[str]:
+    """Which configuration a reproduction trained with, and how today's compares."""
+    if used["used"] == "current":
+        return [
+            f"trained with today's mlprod.yaml (config hash {used['hash']}; the version was "
+            f"trained with {used['recorded_hash']})"
+        ]
+    settings = (
+        "training settings"
+        if used["train"] == "recorded"
+        else "today's training settings (this version records none)"
+    )
+    lines = [f"trained with the recorded definitions and {settings} (config hash {used['hash']})"]
+    if used["today_hash"] != used["recorded_hash"]:
+        lines.append(
+            f"mlprod.yaml has changed since (config hash {used['today_hash']}); "
+            "--current-config retrains with it"
+        )
+    return lines
 
 
 @models_app.command("list")
@@ -438,10 +564,15 @@ def models_promote(
     moved = _run(debug, lambda: registry.promote(loaded.tracking_uri(), name, version, alias))
     if as_json:
         _print_json(moved)
+        return
+    previous = moved.get("previous")
+    if previous is None:
+        before = f"no version was {alias} before"
+    elif previous == version:
+        before = f"it was {alias} already"
     else:
-        console.print(
-            f"{name}@{alias} -> version {version} (was {moved.get('previous')})", highlight=False
-        )
+        before = f"was version {previous}"
+    console.print(f"{name}@{alias} -> version {version} ({before})", highlight=False)
 
 
 @models_app.command("rollback")

@@ -9,6 +9,7 @@ exits 2; nothing else reaches a user as a traceback unless they ask for ``--debu
     ├── SourceError        a source cannot be read, or is empty
     │   └── ContractError  a source no longer matches its declared schema contract
     ├── FeatureError       a feature cannot be compiled or evaluated
+    ├── EmptyMatrixError   no event of the spine is labelled as of the build: nothing to write
     ├── TrainError         a model cannot be trained as configured (windows, labels, ...)
     ├── EvaluationError    a model's scores cannot be evaluated on the labels given
     ├── ArtefactError      a saved model is missing, modified, or made by another mlprod or
@@ -46,6 +47,11 @@ class ContractError(SourceError):
 
 class FeatureError(MlprodError):
     """A feature definition cannot be compiled or evaluated."""
+
+
+class EmptyMatrixError(MlprodError):
+    """The training matrix would have no rows: no event of the spine has a known label as of
+    the build (an ``as_of`` before the data, or a spine filter that keeps nothing)."""
 
 
 class RegistryError(MlprodError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -11,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import copy_example
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
+from mlprod import Project
 from mlprod.cli import app
 from mlprod.errors import ConfigError
 
@@ -135,6 +138,8 @@ def test_features_build_of_some_features(example: Path) -> None:
     assert sorted(built) == ["origin", "origin_delayed_3h", "plane_age", "plane_year"]
     assert built.index("plane_year") < built.index("plane_age")
     assert table.num_rows == 336_776
+    # Written apart: it is not the training matrix, and does not replace one.
+    assert Path(summary["path"]) == example / ".mlprod" / "features" / "subset.parquet"
 
 
 def test_features_build_of_an_unknown_feature_is_one_line(example: Path) -> None:
@@ -183,3 +188,52 @@ def test_config_schema() -> None:
     assert {"name", "sources", "spine", "features"} <= set(schema["required"])
     # The source location is spelt `from` in the file, and the schema says so.
     assert "from" in schema["$defs"]["SourceConfig"]["properties"]
+
+
+def test_features_list_json(example: Path) -> None:
+    result = mlprod("features", "list", "--project", example, "--json")
+    assert result.exit_code == 0, result.output
+    features = json.loads(result.stdout)
+    config = yaml.safe_load((example / "mlprod.yaml").read_text())
+    assert [f["name"] for f in features] == [f["name"] for f in config["features"]]
+    plane_age = next(f for f in features if f["name"] == "plane_age")
+    assert plane_age == {
+        "name": "plane_age",
+        "kind": "expr",
+        "source": None,
+        "depends_on": ["plane_year"],
+        "categorical": False,
+        "definition": {"name": "plane_age", "kind": "expr", "expr": "year - plane_year"},
+    }
+
+
+def test_evaluate_json_has_the_version_number(deployed: Project) -> None:
+    result = mlprod("evaluate", "1", "--project", deployed.folder, "--json")
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads(result.stdout)
+    assert (evaluation["model_name"], evaluation["version"]) == ("flights", 1)
+    assert {"validation", "test", "baseline", "threshold", "report_path"} <= set(evaluation)
+
+
+def test_evaluate_shows_a_table(deployed: Project) -> None:
+    result = mlprod("evaluate", "1", "--project", deployed.folder)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("model 'flights' version 1: flights (")
+    assert re.search(r"^ metric +validation +test $", result.stdout, re.M)
+    assert re.search(r"^ AUC +0\.\d{4} +0\.\d{4} $", result.stdout, re.M)
+    assert lines[-1].startswith("report: ") and lines[-1].endswith("report.html")
+
+
+def test_progress_counts_are_whole_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB reports a query's progress as a fraction; the bar shows whole numbers."""
+    import mlprod.cli
+
+    drawn = io.StringIO()
+    terminal = Console(file=drawn, force_terminal=True, color_system=None, width=100)
+    monkeypatch.setattr(mlprod.cli, "errors", terminal)
+    with mlprod.cli._progress(quiet=False) as progress:
+        task = progress.start("computing features", total=14)
+        task.update(completed=2.870829635568336)
+    assert " 2/14 " in drawn.getvalue()
+    assert "2.87" not in drawn.getvalue()

@@ -8,6 +8,7 @@ real data in well under a second.
 
 from __future__ import annotations
 
+import copy
 import shutil
 from collections.abc import Callable
 from datetime import datetime
@@ -184,6 +185,28 @@ def test_lookup_source_with_duplicate_keys(small_project: SmallProject) -> None:
     project = small_project(
         sql="INSERT INTO planes "
         "SELECT * REPLACE (2001 AS year) FROM planes WHERE tailnum = 'N14228'"
+    )
+    with raises(
+        FeatureError,
+        "feature 'plane_year': source 'planes' has 2 rows for tailnum='N14228'; a lookup needs "
+        "at most one row per key (use an asof feature for a table that changes over time)",
+    ):
+        project.build_matrix(AS_OF, ["plane_year"])
+
+
+def test_timed_lookup_source_with_a_changing_row(
+    small_project: SmallProject, flights_config: dict[str, Any]
+) -> None:
+    """Rows of one key at different availability times would each join the events after
+    both (duplicating training rows) while online reads only the latest: refused in batch."""
+    config = copy.deepcopy(flights_config)
+    config["sources"]["planes"]["available_at"] = (
+        "TIMESTAMP '2012-01-01' + to_days(CAST(coalesce(year, 1950) AS BIGINT) - 1950)"
+    )
+    project = small_project(
+        config,
+        sql="INSERT INTO planes "
+        "SELECT * REPLACE (year + 1 AS year) FROM planes WHERE tailnum = 'N14228'",
     )
     with raises(
         FeatureError,

@@ -14,6 +14,7 @@ ALLOWED = {
     "formatting": set(),
     "sqlparts": set(),
     "progress": set(),
+    "interrupts": set(),
     "project": {"errors"},
     "data": {"errors", "sqlparts", "project"},
     "features": {"errors", "sqlparts", "project", "data", "progress"},
@@ -56,6 +57,7 @@ ALLOWED = {
     "cli": {
         "errors",
         "formatting",
+        "interrupts",
         "progress",
         "project",
         "api",

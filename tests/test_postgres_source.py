@@ -9,17 +9,20 @@ import socket
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import adbc_driver_postgresql.dbapi as pg
 import numpy as np
+import pyarrow as pa
 import pytest
 import yaml
 
 from mlprod import Project
 from mlprod.data.examples import nycflights13_tables
 from mlprod.data.postgres import redact, write_table
+from mlprod.data.sources import connect, open_source
 from mlprod.errors import ContractError, SourceError
 
 pytestmark = pytest.mark.postgres
@@ -171,6 +174,55 @@ def test_changed_type(
     assert str(info.value) == (
         "source 'planes': column 'year' changed type: the contract says float, the data has "
         "VARCHAR (string)"
+    )
+
+
+def test_numeric_declared_float_is_read_as_float(
+    flights_config: dict[str, Any], pg_schema: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """The driver hands numeric over as text; declared float, it is read as the nearest double."""
+    execute(
+        postgres_url,
+        f'CREATE TABLE "{pg_schema}".planes_numeric AS TABLE "{pg_schema}".planes',
+        f'ALTER TABLE "{pg_schema}".planes_numeric ALTER COLUMN year TYPE numeric(10,2)',
+        f'UPDATE "{pg_schema}".planes_numeric SET year = year + 0.37 WHERE seats > 100',
+    )
+    with pg.connect(postgres_url) as conn, conn.cursor() as cursor:
+        cursor.execute(f'SELECT tailnum, year::text FROM "{pg_schema}".planes_numeric')
+        expected = {t: None if y is None else float(Decimal(y)) for t, y in cursor.fetchall()}
+    assert any(y is not None and y != int(y) for y in expected.values())
+    assert None in expected.values()
+    config = postgres_config(
+        flights_config, pg_schema, flights="flights_small", planes="planes_numeric"
+    )
+    project = write_project(tmp_path / "pg", config)
+
+    con = connect()
+    profile = open_source(con, project.folder, project.config, "planes")
+    assert profile.types["year"] == "DOUBLE"
+    assert dict(con.sql("SELECT tailnum, year FROM planes").fetchall()) == expected
+    matrix = project.build_matrix(AS_OF, ["plane_year"]).table
+    assert matrix.schema.field("plane_year").type == pa.float64()
+    assert matrix.column("plane_year").drop_null().to_pylist()
+
+
+def test_numeric_declared_int_names_the_postgres_type(
+    flights_config: dict[str, Any], pg_schema: str, postgres_url: str, tmp_path: Path
+) -> None:
+    execute(
+        postgres_url,
+        f'CREATE TABLE "{pg_schema}".planes_seats AS TABLE "{pg_schema}".planes',
+        f'ALTER TABLE "{pg_schema}".planes_seats ALTER COLUMN seats TYPE numeric(10,2)',
+    )
+    config = postgres_config(
+        flights_config, pg_schema, flights="flights_small", planes="planes_seats"
+    )
+    project = write_project(tmp_path / "pg", config)
+    with pytest.raises(ContractError) as info:
+        open_source(connect(), project.folder, project.config, "planes")
+    assert str(info.value) == (
+        "source 'planes': column 'seats' changed type: the contract says int, the data has "
+        "PostgreSQL numeric; declare it float, or cast it in a view"
     )
 
 

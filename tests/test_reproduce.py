@@ -1,7 +1,9 @@
 """``mlprod reproduce``: rebuild a registered model from its recorded inputs, on the flights data.
 
 One model is trained for the whole module; each test reproduces it, some after changing the
-configuration or the project's own copy of the data (and putting it back afterwards).
+configuration (retrained with ``--current-config``, to name the change) or the project's own
+copy of the data (and putting it back afterwards). Reproducing from the recorded
+configuration is tested in test_reproduce_recorded.py.
 """
 
 from __future__ import annotations
@@ -131,19 +133,23 @@ def test_a_changed_feature_window_is_named_and_fails_the_command(trained: Projec
 
     with changed_config(trained, shorten):
         now = config_hash(Project.load(trained.folder).config)
-        result = CliRunner().invoke(app, ["reproduce", "1", "--project", str(trained.folder)])
+        result = CliRunner().invoke(
+            app, ["reproduce", "1", "--project", str(trained.folder), "--current-config"]
+        )
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("not reproduced model 'flights' version 1: predictions differ on ")
-    assert lines[1:4] == [
+    assert lines[1:5] == [
+        f"trained with today's mlprod.yaml (config hash {now}; the version was trained with "
+        f"{recorded['config_hash']})",
         "what differs from the recording:",
         f"  config hash: recorded {recorded['config_hash']}, now {now}",
         f"  config features[{WINDOW_FEATURE}].window: recorded 1w, now 6d",
     ]
-    assert lines[4].startswith(
+    assert lines[5].startswith(
         f"  data training matrix fingerprint: recorded {recorded['data_fingerprint']}, now "
     )
-    assert len(lines) == 5
+    assert len(lines) == 6
 
 
 def test_changed_data_and_train_settings_are_named(trained: Project) -> None:
@@ -165,25 +171,42 @@ def test_changed_data_and_train_settings_are_named(trained: Project) -> None:
 
     update = f"UPDATE flights SET dep_delay = 120 WHERE flight_id IN ({chosen})"
     with changed_config(trained, faster), changed_data(trained, update):
-        result = CliRunner().invoke(app, ["reproduce", "1", "-p", str(trained.folder), "--json"])
+        result = CliRunner().invoke(
+            app, ["reproduce", "1", "-p", str(trained.folder), "--json", "--current-config"]
+        )
     reproduction = json.loads(result.stdout)
     assert result.exit_code == (0 if reproduction["reproduced"] else 1), result.output
     differences = reproduction["differences"]
-    # The train section is recorded only as a hash, so its change is named as a whole.
-    assert differences[0] == {
-        "what": "config",
-        "name": "hash",
-        "recorded": recorded["config_hash"],
-        "now": differences[0]["now"],
-        "note": "the train section changed; the recording keeps only its hash",
-    }
-    assert differences[1] == {
+    # The train section is recorded, so its change is named setting by setting.
+    assert differences[:2] == [
+        {
+            "what": "config",
+            "name": "hash",
+            "recorded": recorded["config_hash"],
+            "now": differences[0]["now"],
+        },
+        {
+            "what": "config",
+            "name": "train.models[0].params.learning_rate",
+            "recorded": 0.05,
+            "now": 0.1,
+        },
+    ]
+    assert differences[2] == {
         "what": "data",
         "name": "training matrix fingerprint",
         "recorded": recorded["data_fingerprint"],
-        "now": differences[1]["now"],
+        "now": differences[2]["now"],
     }
-    assert differences[1]["now"] != recorded["data_fingerprint"]
+    assert differences[2]["now"] != recorded["data_fingerprint"]
+    assert differences[3] == {
+        "what": "data",
+        "name": "source flights",
+        "recorded": "336,776 rows",
+        "now": "336,776 rows",
+        "note": "values differ in column 'dep_delay'",
+        "columns": ["dep_delay"],
+    }
     positives = recorded["splits"]["train"]["positives"]
     assert {
         "what": "data",
@@ -201,7 +224,7 @@ def test_a_model_whose_feature_is_gone_cannot_be_compared(trained: Project) -> N
     with changed_config(trained, drop):
         project = Project.load(trained.folder)
         with pytest.raises(TrainError) as raised:
-            project.reproduce("1")
+            project.reproduce("1", current_config=True)
     message = str(raised.value)
     assert message.startswith(
         "the recorded model uses features the configuration no longer defines: "
@@ -215,11 +238,11 @@ def test_a_model_whose_feature_is_gone_cannot_be_compared(trained: Project) -> N
     )
 
 
-def test_reproducing_needs_a_train_section(trained: Project) -> None:
+def test_reproducing_with_the_current_config_needs_a_train_section(trained: Project) -> None:
     with changed_config(trained, lambda config: config.pop("train")):
         project = Project.load(trained.folder)
         with pytest.raises(TrainError) as raised:
-            project.reproduce("1")
+            project.reproduce("1", current_config=True)
     assert str(raised.value) == (
         "mlprod.yaml has no 'train' section; reproducing a model trains it again, so add the "
         "train section it was trained with"

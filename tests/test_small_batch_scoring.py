@@ -169,6 +169,23 @@ def test_small_batches_score_exactly_as_the_arrow_path(
     assert "_small_plan" in _encoders(pipeline)[0].__dict__, "the small path was taken"
 
 
+@pytest.mark.parametrize("name", ["lightgbm", "logistic", "average", "stacking"])
+def test_a_rows_score_does_not_depend_on_the_rows_scored_with_it(
+    pipelines: dict[str, FittedPipeline], matrix: pa.Table, name: str
+) -> None:
+    """A record scored alone (a REST request), among five, or in a batch of thousands (the
+    Arrow path) gets one score, bit for bit: BLAS would round a linear model's dot products
+    differently for each number of rows."""
+    pipeline = pipelines[name]
+    table = matrix.slice(100_000, 3_000)
+    together = pipeline.predict_proba(table)
+    for start in (0, 7, 1_234, 2_995):
+        alone = pipeline.predict_proba(table.slice(start, 1))
+        five = pipeline.predict_proba(table.slice(start, 5))
+        assert alone[0] == five[0] == together[start], (name, start)
+        assert np.array_equal(five, together[start : start + 5]), (name, start)
+
+
 def test_the_pickle_holds_no_cache_and_loads_to_the_same_scores(
     pipelines: dict[str, FittedPipeline], probe: pa.Table
 ) -> None:

@@ -7,7 +7,8 @@ column and what changed, instead of quietly producing a different training matri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import duckdb
 from sqlglot import exp
@@ -20,12 +21,22 @@ from mlprod.project.config import SourceConfig
 
 @dataclass(frozen=True)
 class SourceProfile:
-    """What a source looked like when it was read: for lineage and fingerprints."""
+    """What a source looked like when it was read: for lineage and fingerprints.
+
+    ``fingerprints`` hash each declared column's values (as a multiset: row order does not
+    count) and, under ``ROWS``, the rows as a whole; a model's lineage keeps them so that
+    ``reproduce`` can name the source and the columns whose data changed.
+    """
 
     name: str
     rows: int
     types: dict[str, str]
     null_rates: dict[str, float]
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+# The key of the whole-row fingerprint among a profile's column fingerprints.
+ROWS = "*"
 
 
 def check_schema(
@@ -58,12 +69,22 @@ def check_schema(
 def profile_and_check(
     con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, types: dict[str, str]
 ) -> SourceProfile:
-    """Count rows, nulls and out-of-contract values in one scan; raise on a broken promise."""
+    """Count rows, nulls and out-of-contract values in one scan; raise on a broken promise.
+
+    The same scan fingerprints each column: the sum of its values' hashes, which does not
+    depend on the order DuckDB reads rows in and costs little beside the counts.
+    """
     columns = list(source.columns)
-    select = exp.select(sql.alias(exp.Count(this=exp.Star()), "__rows"))
+    select = exp.select(
+        sql.alias(exp.Count(this=exp.Star()), "__rows"),
+        sql.alias(_hash_sum(*[sql.col(c) for c in columns]), "__hash_rows"),
+    )
     for i, column in enumerate(columns):
         null = exp.Is(this=sql.col(column), expression=exp.null())
-        select = select.select(sql.alias(exp.func("count_if", null), f"__nulls{i}"))
+        select = select.select(
+            sql.alias(exp.func("count_if", null), f"__nulls{i}"),
+            sql.alias(_hash_sum(sql.col(column)), f"__hash{i}"),
+        )
         categories = source.columns[column].categories
         if categories is not None:
             allowed = exp.In(
@@ -107,7 +128,21 @@ def profile_and_check(
                 f"categories ({example}); add it to sources.{name}.columns.{column}.categories "
                 "if it is expected"
             )
-    return SourceProfile(name, rows, types, null_rates)
+    fingerprints = {ROWS: _digest(result["__hash_rows"])}
+    fingerprints.update({c: _digest(result[f"__hash{i}"]) for i, c in enumerate(columns)})
+    return SourceProfile(name, rows, types, null_rates, fingerprints)
+
+
+def _hash_sum(*values: exp.Expr) -> exp.Expr:
+    """``sum(hash(values...) + 1)``: an order-independent fingerprint of a column (or of
+    rows). DuckDB hashes zero values (0, 0.0, false, the epoch) to 0, so each hash is moved
+    by one to make a row of zeros count."""
+    hashed = exp.cast(exp.func("hash", *values), exp.DataType.build("hugeint"))
+    return exp.func("sum", exp.Add(this=hashed, expression=exp.Literal.number(1)))
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(str(value).encode()).hexdigest()[:16]
 
 
 def _count(n: int, noun: str) -> str:

@@ -1,8 +1,15 @@
-"""Read PostgreSQL tables as Arrow over ADBC (DuckDB's postgres extension is not available)."""
+"""Read PostgreSQL tables as Arrow over ADBC (DuckDB's postgres extension is not available).
+
+The driver hands over the types Arrow has no equivalent for (``numeric``, PostGIS types, ...)
+as opaque text that keeps the PostgreSQL type name; :func:`native_type` finds it, so a column
+can be read as the contract declares it (a ``numeric`` declared float is cast to double
+precision by PostgreSQL) or refused with its real type named.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 import pyarrow as pa
@@ -13,6 +20,8 @@ from mlprod.errors import SourceError, did_you_mean, one_of
 
 # SQLSTATEs for "no such table" and "no such schema".
 _NO_TABLE = {"42P01", "3F000"}
+# PostgreSQL's exact decimal types (``decimal`` is an alias of ``numeric``).
+DECIMAL_TYPES = frozenset({"numeric", "decimal"})
 
 
 def connect(url: str) -> Any:
@@ -63,11 +72,30 @@ def _table_hint(conn: Any, schema: str, table: str) -> str:
         return "" if cursor.fetchall() else f" (there is no schema '{schema}')"
 
 
-def read_table(url: str, schema: str, table: str, columns: list[str]) -> pa.Table:
-    """Read the given columns of a table in one round trip (binary COPY inside the driver)."""
-    query = exp.select(*[sql.col(c) for c in columns]).from_(
-        exp.table_(table, db=schema, quoted=True)
-    )
+def native_type(arrow_type: pa.DataType) -> str | None:
+    """The PostgreSQL type behind a column the driver could not map to Arrow (``numeric``),
+    or None for a column it maps (``int8`` -> int64, ``text`` -> string, ...)."""
+    if isinstance(arrow_type, pa.OpaqueType):
+        return str(arrow_type.type_name)
+    return None
+
+
+def read_table(
+    url: str, schema: str, table: str, columns: list[str], as_float: Collection[str] = ()
+) -> pa.Table:
+    """Read the given columns of a table in one round trip (binary COPY inside the driver).
+
+    ``as_float`` columns are cast to ``double precision`` by PostgreSQL (for ``numeric``
+    columns, which otherwise arrive as text): the nearest double to each decimal.
+    """
+    query = exp.select(
+        *[
+            sql.alias(exp.cast(sql.col(c), exp.DataType.build("double")), c)
+            if c in as_float
+            else sql.col(c)
+            for c in columns
+        ]
+    ).from_(exp.table_(table, db=schema, quoted=True))
     with connect(url) as conn, conn.cursor() as cursor:
         try:
             cursor.execute(query.sql("postgres"))

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 from sqlglot import exp
 
 from mlprod.data import postgres
 from mlprod.data.contracts import SourceProfile, check_schema, describe_location, profile_and_check
 from mlprod.data.examples import ensure_nycflights13
-from mlprod.errors import SourceError, did_you_mean, one_of
+from mlprod.errors import ContractError, SourceError, did_you_mean, one_of
 from mlprod.project.config import (
     CsvLocation,
     DuckDBLocation,
@@ -129,9 +130,10 @@ def _register_postgres(
         raise SourceError(f"source '{name}': {exc}") from None
     # Check names before reading rows, so a renamed column fails fast and says so.
     check_schema(name, source, {c: str(t) for c, t in arrow_types.items()}, names_only=True)
+    as_float = _decimals_as_float(name, source, arrow_types)
     try:
         table = postgres.read_table(
-            location.url, location.db_schema, location.table, list(source.columns)
+            location.url, location.db_schema, location.table, list(source.columns), as_float
         )
     except SourceError as exc:
         raise SourceError(f"source '{name}': {exc}") from None
@@ -139,6 +141,28 @@ def _register_postgres(
     con.register(f"__arrow_{name}", table)
     con.table(f"__arrow_{name}").to_table(name)
     con.unregister(f"__arrow_{name}")
+
+
+def _decimals_as_float(
+    name: str, source: SourceConfig, arrow_types: dict[str, pa.DataType]
+) -> list[str]:
+    """The ``numeric`` columns declared float, to be read as doubles; a column of a type the
+    driver passes as text (``numeric``, ...) declared anything but float or string is refused
+    with its PostgreSQL type named, not as the text it would arrive as."""
+    as_float = []
+    for column, contract in source.columns.items():
+        native = postgres.native_type(arrow_types[column])
+        if native is None or contract.type == "string":
+            continue
+        if native in postgres.DECIMAL_TYPES and contract.type == "float":
+            as_float.append(column)
+            continue
+        fix = "declare it float" if native in postgres.DECIMAL_TYPES else "declare it string"
+        raise ContractError(
+            f"source '{name}': column '{column}' changed type: the contract says "
+            f"{contract.type}, the data has PostgreSQL {native}; {fix}, or cast it in a view"
+        )
+    return as_float
 
 
 def _column_types(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:

@@ -2,6 +2,9 @@
 
 Reading sources, checking contracts, compiling the features and running the one query are
 separate steps here so the progress bar can say where the time goes.
+
+Ctrl-C stops a build cleanly: the running query is interrupted (never left running on a
+connection being closed) and the build raises KeyboardInterrupt, whichever thread ran it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +28,7 @@ from mlprod import sqlparts as sql
 from mlprod.data.baselines import check_null_rate_jump
 from mlprod.data.contracts import SourceProfile
 from mlprod.data.sources import connect, open_source
-from mlprod.errors import FeatureError
+from mlprod.errors import EmptyMatrixError, FeatureError
 from mlprod.features.categorical import CategoryEncoder
 from mlprod.features.compiler import MatrixCompiler, StagedQuery
 from mlprod.features.events import TrainingEvents
@@ -133,9 +137,14 @@ def build_matrix(
             raise FeatureError(_out_of_memory(config, exc)) from None
         except duckdb.Error as exc:  # data-dependent failures, e.g. a cast of a bad value
             raise FeatureError(f"computing the features failed: {duckdb_message(exc)}") from None
+    except RuntimeError as exc:
+        raise_interrupt(exc)
+        raise
     finally:
         con.close()
     table = run.table
+    if table.num_rows == 0:
+        raise EmptyMatrixError(_empty(config, events, as_of))
     categories = {
         n.name: CategoryEncoder.fit(table.column(n.name), n.feature.categorical)
         for n in nodes
@@ -146,6 +155,35 @@ def build_matrix(
     seconds = time.perf_counter() - started
     steps = [prepared, *run.steps]
     return Matrix(table, wanted, as_of, seconds, events, profiles, hashes, categories, steps)
+
+
+def raise_interrupt(exc: RuntimeError) -> None:
+    """Raise KeyboardInterrupt if ``exc`` is how DuckDB reports a Ctrl-C.
+
+    A query running in the main thread is stopped by DuckDB itself on Ctrl-C, which then
+    raises ``RuntimeError('Query interrupted')`` instead of the KeyboardInterrupt; callers
+    should see the interrupt as they would anywhere else.
+    """
+    if str(exc) == "Query interrupted":
+        raise KeyboardInterrupt from None
+
+
+def _empty(config: ProjectConfig, events: dict[str, int], as_of: datetime) -> str:
+    """Why a build has no rows: no events at all, or none labelled as of ``as_of``."""
+    source = config.spine.source
+    filtered = " that pass spine.filter" if config.spine.filter else ""
+    if events["events"] == 0:
+        return f"the training matrix is empty: spine source '{source}' has no events{filtered}"
+    moment = as_of.isoformat(sep=" ")
+    left_out = (
+        f"label not yet known: {events['label_pending']:,}; label is null: "
+        f"{events['label_missing']:,}; no prediction time: {events['no_time']:,}"
+    )
+    hint = "; build as of a later time (--as-of)" if events["label_pending"] else ""
+    return (
+        f"the training matrix is empty: none of the {events['events']:,} events of spine "
+        f"source '{source}'{filtered} has a label known as of {moment} ({left_out}){hint}"
+    )
 
 
 def spill_directory(folder: Path, config: ProjectConfig) -> Path:
@@ -201,10 +239,10 @@ def run_staged(
     progress: ProgressCallback = NO_PROGRESS,
 ) -> StagedRun:
     """Run the feature query stage by stage, dropping each intermediate table once nothing
-    later reads it; time each stage. The bar advances per stage and, within one, by DuckDB's
-    own estimate."""
+    later reads it; time each stage. The task counts stages, and moves within one by DuckDB's
+    own estimate of how far the query got."""
     steps = len(query.stages) + 1
-    task = progress.start("computing features", total=steps * 100)
+    task = progress.start("computing features", total=steps)
     watch = _Watch(con, task if progress is not NO_PROGRESS else None)
     times: list[StepTime] = []
     for index, stage in enumerate(query.stages):
@@ -238,7 +276,12 @@ def _drop(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> None:
 
 @dataclass
 class _Watch:
-    """Runs statements; while one runs, the bar follows DuckDB's estimate of its progress."""
+    """Runs statements; while one runs, the bar follows DuckDB's estimate of its progress.
+
+    Watched, a statement runs in a worker thread while this one polls; a Ctrl-C here
+    interrupts the query and waits for the worker to let go of the connection before it
+    goes on, so the connection is never closed under a running query.
+    """
 
     con: duckdb.DuckDBPyConnection
     task: ProgressTask | None  # None: nobody watches, so run in this thread
@@ -247,26 +290,46 @@ class _Watch:
         text = statement.sql(DIALECT, identify=True)
         task = self.task
         if task is None:
-            return self._execute(text, fetch)
-        task.update(description=f"computing features ({what})", completed=index * 100)
+            try:
+                return self._execute(text, fetch)
+            except RuntimeError as exc:
+                raise_interrupt(exc)
+                raise
+        task.update(description=f"computing features ({what})", completed=index)
         result: dict[str, Any] = {}
+        # Waited for with an event, not Thread.join: a Ctrl-C inside join() can leave the
+        # thread marked as stopped while it still runs (CPython before 3.12).
+        finished = threading.Event()
 
         def work() -> None:
             try:
                 result["value"] = self._execute(text, fetch)
             except BaseException as exc:  # re-raised in the caller's thread
                 result["error"] = exc
+            finally:
+                finished.set()
 
         worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(0.1)
-            done = self.con.query_progress()
-            if done >= 0:
-                task.update(completed=index * 100 + done)
+        try:
+            worker.start()
+            while not finished.wait(0.1):
+                done = self.con.query_progress()  # a percentage, or -1 when unknown
+                if done >= 0:
+                    task.update(completed=index + done / 100)
+        except KeyboardInterrupt:
+            self._interrupt(worker, finished)
+            raise
         if "error" in result:
             raise result["error"]
         return result.get("value")
+
+    def _interrupt(self, worker: threading.Thread, finished: threading.Event) -> None:
+        """Interrupt the worker's query and wait until it has let go of the connection (a
+        second Ctrl-C cannot cut the wait short: the connection is not free before)."""
+        while worker.ident is not None and not finished.is_set():
+            self.con.interrupt()
+            with suppress(KeyboardInterrupt):
+                finished.wait(0.1)
 
     def _execute(self, text: str, fetch: bool) -> pa.Table | None:
         if fetch:
@@ -282,7 +345,11 @@ def _source_of(node: Node) -> str | None:
 def _check_lookups_unique(
     con: duckdb.DuckDBPyConnection, graph: FeatureGraph, nodes: list[Node]
 ) -> None:
-    """A lookup joins at most one row per key; duplicates would multiply training rows."""
+    """A lookup joins at most one row per key; duplicates would multiply training rows.
+
+    Also when the source's rows have availability times: a key whose row changes over time is
+    what an as-of feature is for (the latest row before ``t``, in batch and online alike).
+    """
     seen: set[tuple[str, tuple[str, ...]]] = set()
     for node in nodes:
         feature = node.feature
@@ -293,9 +360,6 @@ def _check_lookups_unique(
             continue
         seen.add((feature.source, columns))
         keys: list[exp.Expr] = [sql.col(c) for c in columns]
-        available = graph.times[feature.source].available_at
-        if available is not None:
-            keys.append(sql.timestamp(available.copy()))
         probe = (
             exp.select(*keys, sql.alias(exp.Count(this=exp.Star()), "__n"))
             .from_(sql.table(feature.source))

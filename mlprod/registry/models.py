@@ -3,7 +3,12 @@
 Versions are chosen with MLflow aliases (``models:/<name>@champion``), never stages. Promoting a
 version to ``champion`` records the champion it replaces in the registered model's tag
 ``mlprod.champion_history`` (a JSON list of versions, oldest first), so ``rollback`` can move
-the alias back one step at a time.
+the alias back one step at a time. Alias moves hold the registry's lock
+(:mod:`mlprod.registry._lock`) from reading the aliases to writing the history, so concurrent
+moves are applied one after the other and the history stays exact.
+
+Every command first ends, as KILLED, the runs whose process was killed before ending them
+(:mod:`mlprod.registry._orphans`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlprod.errors import RegistryError, did_you_mean, one_of
+from mlprod.registry._lock import registry_lock
+from mlprod.registry._orphans import end_orphaned_runs
 from mlprod.registry._store import (
     ARTEFACT_KEY,
     client_for,
@@ -41,13 +48,15 @@ def list_models(uri: str) -> list[dict[str, Any]]:
     if store_is_missing(uri):
         return []
     with _mlflow(uri, "list the registered models"):
+        client = client_for(uri)
+        end_orphaned_runs(client)
         return [
             {
                 "name": model.name,
                 "latest_version": max((int(v.version) for v in model.latest_versions), default=0),
                 "aliases": _aliases(model),
             }
-            for model in sorted(_registered_models(client_for(uri)), key=lambda m: m.name)
+            for model in sorted(_registered_models(client), key=lambda m: m.name)
         ]
 
 
@@ -89,14 +98,20 @@ def promote(uri: str, name: str, version: int, alias: str = CHAMPION) -> dict[st
     _check_alias(alias)
     with _mlflow(uri, f"promote version {version} of '{name}'"):
         client = _client(uri, name)
-        model = _registered_model(client, uri, name)
-        _check_version(client, name, version)
-        previous = _aliases(model).get(alias)
-        if alias == CHAMPION and previous is not None and previous != version:
-            history = [*_history(model), previous][-HISTORY_LIMIT:]
-            client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-        client.set_registered_model_alias(name, alias, str(version))
-        return {"name": name, "alias": alias, "version": version, "previous": previous}
+        with registry_lock(uri):
+            return _promote(client, uri, name, version, alias)
+
+
+def _promote(client: MlflowClient, uri: str, name: str, version: int, alias: str) -> dict[str, Any]:
+    """The alias move itself: read, record the replaced champion, move (under the lock)."""
+    model = _registered_model(client, uri, name)
+    _check_version(client, name, version)
+    previous = _aliases(model).get(alias)
+    if alias == CHAMPION and previous is not None and previous != version:
+        history = [*_history(model), previous][-HISTORY_LIMIT:]
+        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    client.set_registered_model_alias(name, alias, str(version))
+    return {"name": name, "alias": alias, "version": version, "previous": previous}
 
 
 def rollback(uri: str, name: str) -> dict[str, Any]:
@@ -106,26 +121,32 @@ def rollback(uri: str, name: str) -> dict[str, Any]:
     """
     with _mlflow(uri, f"roll back '{name}'"):
         client = _client(uri, name)
-        model = _registered_model(client, uri, name)
-        current = _aliases(model).get(CHAMPION)
-        if current is None:
-            raise RegistryError(
-                f"cannot roll back model '{name}': it has no champion; "
-                f"promote a version first with 'mlprod models promote'"
-            )
-        history = _history(model)
-        existing = {int(v.version) for v in _versions(client, name)}
-        while history and (history[-1] == current or history[-1] not in existing):
-            history.pop()
-        if not history:
-            raise RegistryError(
-                f"cannot roll back model '{name}': version {current} is the champion and no "
-                "earlier champion is on record; promote the version you want instead"
-            )
-        target = history.pop()
-        client.set_registered_model_alias(name, CHAMPION, str(target))
-        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-        return {"name": name, "alias": CHAMPION, "version": target, "previous": current}
+        with registry_lock(uri):
+            return _rollback(client, uri, name)
+
+
+def _rollback(client: MlflowClient, uri: str, name: str) -> dict[str, Any]:
+    """The move back itself (under the lock)."""
+    model = _registered_model(client, uri, name)
+    current = _aliases(model).get(CHAMPION)
+    if current is None:
+        raise RegistryError(
+            f"cannot roll back model '{name}': it has no champion; "
+            f"promote a version first with 'mlprod models promote'"
+        )
+    history = _history(model)
+    existing = {int(v.version) for v in _versions(client, name)}
+    while history and (history[-1] == current or history[-1] not in existing):
+        history.pop()
+    if not history:
+        raise RegistryError(
+            f"cannot roll back model '{name}': version {current} is the champion and no "
+            "earlier champion is on record; promote the version you want instead"
+        )
+    target = history.pop()
+    client.set_registered_model_alias(name, CHAMPION, str(target))
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    return {"name": name, "alias": CHAMPION, "version": target, "previous": current}
 
 
 def resolve(uri: str, name: str, alias_or_version: str | int, dst: Path | None = None) -> Path:
@@ -166,10 +187,13 @@ def resolve(uri: str, name: str, alias_or_version: str | int, dst: Path | None =
 
 
 def _client(uri: str, name: str) -> MlflowClient:
-    """A client for a store that exists (MLflow would create a missing SQLite store)."""
+    """A client for a store that exists (MLflow would create a missing SQLite store), once
+    the runs orphaned by killed processes are ended."""
     if store_is_missing(uri):
         _no_models(uri, name)
-    return client_for(uri)
+    client = client_for(uri)
+    end_orphaned_runs(client)
+    return client
 
 
 def _registered_model(client: MlflowClient, uri: str, name: str) -> RegisteredModel:

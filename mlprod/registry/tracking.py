@@ -2,7 +2,9 @@
 
 One run holds what explains a model: its parameters (flattened and cut to MLflow's limits), its
 metrics, the tags that make it reproducible (config hash, data fingerprint, git commit, library
-versions, seeds; the caller chooses them), the HTML report and ``metrics.json``. The artefact
+versions, seeds; the caller chooses them), the HTML report and ``metrics.json``; it is also
+tagged with its process, so that a run whose process was killed is ended by the next command
+(:mod:`mlprod.registry._orphans`). The artefact
 directory itself is logged as a pyfunc model (see :mod:`mlprod.registry.pyfunc`) and registered
 as the next version of the model's name.
 """
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlprod.artefact import read_manifest
 from mlprod.errors import ArtefactError, RegistryError
+from mlprod.registry._orphans import end_orphaned_runs, process_tags
 from mlprod.registry._store import (
     ARTEFACT_KEY,
     DEFAULT_LOADER,
@@ -109,6 +112,7 @@ def log_training_run(
         database.parent.mkdir(parents=True, exist_ok=True)
     client = client_for(uri)
     with mlflow_errors(uri, f"log the training run of '{model_name}'"):
+        end_orphaned_runs(client)
         experiment_id = _experiment_id(client, uri, experiment)
         with using_tracking_uri(uri), quiet_mlflow("mlflow.pyfunc", _NOISE):
             return _log_and_register(
@@ -187,7 +191,10 @@ def _log_and_register(
             warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
             signature = infer_signature(input_example)
     run_name = str(tags["mlprod.artefact_name"])
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    # Tagged with its process, so a later command can end the run if the process is killed.
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags=process_tags()
+    ) as run:
         run_id = run.info.run_id
         client.log_batch(
             run_id,

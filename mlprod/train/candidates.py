@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,12 +107,18 @@ def fit_candidates(
     folds: Sequence[Fold],
     store: Path,
     progress: ProgressCallback = NO_PROGRESS,
+    *,
+    objective: Mapping[str, Any] | None = None,
 ) -> list[Candidate]:
     """Fit (and tune) every configured model on every fold; best validation AUC first.
 
     Under cross-validation a candidate is scored on its out-of-fold predictions (each fold's
     validation rows scored by the model that did not train on them) and deployed as the
     average of its fold models, each of which stopped early on its own fold.
+
+    ``objective`` says what the folds were made from (see ``trainer.tuning_objective``); it
+    keys the stored tuning studies, so a search resumes only on the same inputs. Without it
+    a search is kept in memory and starts afresh each time.
     """
     data = [_FoldData(f, labels(f.train), labels(f.valid), {}) for f in folds]
     y_valid = np.concatenate([d.y_valid for d in data])
@@ -147,10 +153,9 @@ def fit_candidates(
 
         trials = 1
         if spec.search and config.tuning.trials > 1:
-            name = study_name(project, spec, config.tuning, len(data))
-            result = tune(
-                spec, fit, config.tuning, store / "tuning" / f"{name}.log", name, progress
-            )
+            name = study_name(project, spec, config.tuning, objective or {}, len(data))
+            journal = store / "tuning" / f"{name}.log" if objective is not None else None
+            result = tune(spec, fit, config.tuning, journal, name, progress)
             fitted, trials = result.model, result.trials
         else:
             fitted, _ = fit(dict(spec.params), [])

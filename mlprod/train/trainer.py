@@ -78,8 +78,17 @@ def train_pipeline(
         for n in graph.nodes.values()
         if n.feature.categorical is not None and n.name in features
     }
+    fingerprint = matrix_fingerprint(matrix.table)
+    objective = tuning_objective(graph, fingerprint, features, train_config)
     candidates = fit_candidates(
-        config.name, train_config, features, categorical, split.folds, store, progress
+        config.name,
+        train_config,
+        features,
+        categorical,
+        split.folds,
+        store,
+        progress,
+        objective=objective,
     )
     best = candidates[0]
     y_valid = labels(split.valid)
@@ -111,7 +120,7 @@ def train_pipeline(
     )
     test_scores = pipeline.predict_proba(test)
     baseline_scores = baseline.scorer.predict_table(test)
-    lineage = _lineage(config, matrix, split.summary, train_config)
+    lineage = _lineage(config, matrix, fingerprint, split.summary, train_config)
     pipeline.lineage = lineage
     leaderboard = [c.row() for c in candidates]
     with tempfile.TemporaryDirectory() as scratch:
@@ -156,6 +165,23 @@ def train_pipeline(
     }
     tags = {key: str(value) for key, value in lineage.items() if not isinstance(value, dict)}
     return TrainedModel(pipeline, artefact, metrics, leaderboard, params, tags)
+
+
+def tuning_objective(
+    graph: FeatureGraph, fingerprint: str, features: list[str], train: TrainConfig
+) -> dict[str, Any]:
+    """What a tuning trial is scored on, to key its study by: the training matrix's
+    ``fingerprint`` (it covers the data, the features' values and ``as_of``), the definitions of the
+    features in the order the model reads them (their encodings change scores without
+    changing the matrix), the split and the seed the models are fitted with."""
+    return {
+        "matrix": fingerprint,
+        "features": [
+            graph.nodes[n].feature.model_dump(mode="json", by_alias=True) for n in features
+        ],
+        "split": train.split.model_dump(mode="json"),
+        "seed": train.seed,
+    }
 
 
 def input_schema(graph: FeatureGraph, matrix: Matrix, features: list[str]) -> InputSchema:
@@ -251,16 +277,31 @@ def source_schema_hashes(matrix: Matrix) -> dict[str, str]:
     }
 
 
+def source_fingerprints(matrix: Matrix) -> dict[str, dict[str, Any]]:
+    """Each source's row count and column fingerprints, as the lineage records them."""
+    return {
+        name: {"rows": p.rows, "columns": dict(p.fingerprints)}
+        for name, p in matrix.sources.items()
+    }
+
+
 def _lineage(
-    config: ProjectConfig, matrix: Matrix, summary: dict[str, Any], train: TrainConfig
+    config: ProjectConfig,
+    matrix: Matrix,
+    fingerprint: str,
+    summary: dict[str, Any],
+    train: TrainConfig,
 ) -> dict[str, Any]:
+    # "train" and "sources" were added later: readers treat them as optional (older artefacts).
     return {
         "config_hash": config_hash(config),
-        "data_fingerprint": matrix_fingerprint(matrix.table),
+        "data_fingerprint": fingerprint,
         "source_schemas": source_schema_hashes(matrix),
+        "sources": source_fingerprints(matrix),
         "as_of": matrix.as_of.isoformat(),
         "git_commit": git_commit(),
         "seed": train.seed,
+        "train": train.model_dump(mode="json", by_alias=True),
         "libraries": library_versions(),
         "splits": summary,
     }
