@@ -51,6 +51,7 @@ bench: install
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk) \
 		|| echo "wrk could not be installed: bench/serve.py falls back to a Python load generator"
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/startup.py
 
 clean:
 	rm -rf $(VENV) examples/*/.mlprod examples/*/data .pytest_cache .mypy_cache .ruff_cache

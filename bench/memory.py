@@ -37,6 +37,7 @@ from flights.data import prepare_project  # noqa: E402
 from flights.measure import peak_rss_mb  # noqa: E402
 from flights.report import machine  # noqa: E402
 from flights.settings import AS_OF, OUT, RESULTS_MD, console  # noqa: E402
+from results_md import write_section  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 NO_LIMIT = "none"
@@ -125,7 +126,7 @@ def main() -> None:
     lines = render(rows, args, time.perf_counter() - started)
     print("\n".join(lines))
     if not args.quick:
-        write_section(RESULTS_MD, lines)
+        write_section(SECTION, "\n".join(lines) + "\n", RESULTS_MD)
         console.print(f"wrote the '{SECTION[2:]}' section of {RESULTS_MD}")
 
 
@@ -186,19 +187,6 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, elapsed: float)
         "sorted runs and hash tables to `<store>/spill` and reads them back, which costs time.",
     ]
     return lines
-
-
-def write_section(path: Path, lines: list[str]) -> None:
-    """Replace this benchmark's section of RESULTS.md (or add it at the end)."""
-    text = path.read_text() if path.exists() else ""
-    start = text.find(f"\n{SECTION}")
-    section = "\n".join(lines) + "\n"
-    if start < 0:
-        path.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    end = text.find("\n# ", start + 1)
-    rest = text[end + 1 :] if end >= 0 else ""
-    path.write_text(text[: start + 1] + section + ("\n" + rest if rest else ""))
 
 
 if __name__ == "__main__":

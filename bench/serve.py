@@ -72,6 +72,7 @@ import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
+from results_md import RESULTS_MD, write_section
 from sqlglot import exp
 
 from mlprod import Project
@@ -86,7 +87,6 @@ from mlprod.train.ensemble import EncodedModel, Ensemble
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Serving (bench/serve.py)"
 AT = datetime(2013, 7, 15, 17)
 SAME_SCORE = 1e-9
@@ -844,21 +844,6 @@ def report(
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (up to the next # or ## heading), or
-    append it."""
-    current = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
-    start = current.find(SECTION)
-    if start < 0:
-        RESULTS_MD.write_text(current.rstrip("\n") + "\n\n" + text)
-        return
-    rest = current[start + len(SECTION) :]
-    following = re.search(r"^#{1,2} ", rest, re.MULTILINE)
-    end = start + len(SECTION) + (following.start() if following else len(rest))
-    tail_text = current[end:]
-    RESULTS_MD.write_text(current[:start] + text + ("\n" + tail_text if tail_text else ""))
-
-
 # --- main ----------------------------------------------------------------------------------------
 
 
@@ -900,7 +885,7 @@ def main() -> None:
     print()
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"wrote the section '{SECTION}' of {RESULTS_MD.relative_to(ROOT)}")
 
 

@@ -20,6 +20,8 @@ import pyarrow as pa
 
 from mlprod.data.baselines import save_baselines
 from mlprod.data.online_store import OnlineStore, open_online_store
+from mlprod.data.sources import explain_unknown_column
+from mlprod.errors import UnknownColumnError
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.events import TrainingEvents
 from mlprod.features.files import matrix_path, write_matrix
@@ -39,8 +41,6 @@ from mlprod.serve.outcomes import OutcomeSummary, compute_outcomes
 from mlprod.serve.parity import ParityReport, check_parity
 from mlprod.serve.predlog import PredictionLog, open_prediction_log
 from mlprod.serve.service import OnlineService
-from mlprod.train.reproduce import describe, reproduce
-from mlprod.train.trainer import train_pipeline
 
 FAR_FUTURE = datetime(9999, 1, 1)
 
@@ -84,9 +84,14 @@ class TrainSummary:
     report_path: str
     artefact_path: str
     leaderboard: list[dict[str, Any]]
+    threshold_rule: str | None = None  # how the threshold was chosen on validation
+    warnings: tuple[str, ...] = ()  # possible leaks, a reused test set: shown first
+    left_out: dict[str, int] | None = None  # spine events not in the matrix, by reason
+    test_set_used_before: int = 0  # versions already tested on the same test rows
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "warnings": list(self.warnings),
             "model_name": self.model_name,
             "model_version": self.model_version,
             "test_auc": round(self.test_auc, 5),
@@ -97,6 +102,9 @@ class TrainSummary:
             "report_path": self.report_path,
             "artefact_path": self.artefact_path,
             "run_id": self.run_id,
+            "threshold_rule": self.threshold_rule,
+            "left_out": self.left_out,
+            "test_set_used_before": self.test_set_used_before,
         }
 
 
@@ -118,7 +126,10 @@ class Project:
     @cached_property
     def graph(self) -> FeatureGraph:
         """The resolved features; building it checks every reference in the config."""
-        return FeatureGraph.build(self.config)
+        try:
+            return FeatureGraph.build(self.config)
+        except UnknownColumnError as exc:  # in the data, or only not in the contract?
+            raise explain_unknown_column(self.folder, self.config, exc) from None
 
     @property
     def values(self) -> dict[str, str]:
@@ -237,6 +248,8 @@ class Project:
         from mlprod.registry.models import resolve
 
         folder = resolve(self.tracking_uri(), self.registry_name, version)
+        from mlprod.train.reproduce import reproduce  # the training stack, only when used
+
         result = reproduce(
             self.config,
             self.store,
@@ -345,7 +358,18 @@ class Project:
         )
 
     def _train(self, matrix: Matrix, progress: ProgressCallback) -> TrainSummary:
-        trained = train_pipeline(self.config, self.graph, matrix, self.store, progress)
+        from mlprod.registry.models import test_set_looks
+        from mlprod.train.trainer import train_pipeline  # the training stack, only when used
+
+        uri, name = self.tracking_uri(), self.registry_name
+        trained = train_pipeline(
+            self.config,
+            self.graph,
+            matrix,
+            self.store,
+            progress,
+            test_looks=lambda fingerprint: test_set_looks(uri, name, fingerprint),
+        )
         metrics = trained.metrics
         test, baseline = metrics["test"], metrics["baseline"]
         flat = {
@@ -366,7 +390,7 @@ class Project:
             self.config.name,
             trained.params,
             flat,
-            trained.tags,
+            {**trained.tags, "mlprod.test_fingerprint": trained.test_fingerprint},
             trained.artefact,
             None,
             self.registry_name,
@@ -383,6 +407,10 @@ class Project:
             report_path=str(trained.artefact / "report.html"),
             artefact_path=str(trained.artefact),
             leaderboard=trained.leaderboard,
+            threshold_rule=metrics.get("threshold_rule"),
+            warnings=tuple(trained.warnings),
+            left_out=metrics.get("left_out"),
+            test_set_used_before=trained.test_looks_before,
         )
 
     def _write_matrix(self, matrix: Matrix, path: Path) -> BuildSummary:
@@ -404,4 +432,6 @@ class Project:
 def describe_difference(difference: dict[str, Any]) -> str:
     """One line for a difference that ``Project.reproduce`` reports, e.g.
     ``library lightgbm: recorded 4.5.0, now 4.6.0``."""
+    from mlprod.train.reproduce import describe
+
     return describe(difference)

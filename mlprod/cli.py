@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich import box
@@ -30,12 +30,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mlprod.api import Project, StepTime, TrainSummary, describe_difference
 from mlprod.errors import MlprodError
 from mlprod.formatting import format_size
 from mlprod.interrupts import stop_cleanly
 from mlprod.progress import ProgressCallback, ProgressTask
-from mlprod.registry import models as registry
+
+if TYPE_CHECKING:
+    from mlprod.api import Project, StepTime, TrainSummary
 
 app = typer.Typer(
     help="Take a tabular model through its whole life in production.", no_args_is_help=True
@@ -85,6 +86,27 @@ def _user_errors(debug: bool, kept: str | None = None) -> Iterator[None]:
             raise typer.Exit(2) from None
 
 
+def _load(folder: Path) -> Project:
+    """The project in ``folder``. ``mlprod.api`` (DuckDB, Arrow, the stores; the training
+    stack only when training) is imported by the commands that load a project, not by the
+    CLI itself, so ``--help`` starts quickly."""
+    from mlprod.api import Project
+
+    return Project.load(folder)
+
+
+def _registry() -> Any:
+    from mlprod.registry import models  # MLflow, for the registry commands only
+
+    return models
+
+
+def _describe_difference(difference: dict[str, Any]) -> str:
+    from mlprod.api import describe_difference
+
+    return describe_difference(difference)
+
+
 def _run(debug: bool, action: Callable[[], T]) -> T:
     with _user_errors(debug):
         return action()
@@ -93,7 +115,7 @@ def _run(debug: bool, action: Callable[[], T]) -> T:
 @config_app.command("check")
 def config_check(project: ProjectDir = Path("."), debug: Debug = False) -> None:
     """Validate mlprod.yaml and every reference in it, without reading data."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     _run(debug, loaded.check)
     config = loaded.config
     console.print(
@@ -129,7 +151,7 @@ def features_build(
     debug: Debug = False,
 ) -> None:
     """Build the point-in-time correct training matrix (Parquet plus a metadata file)."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     kept = "nothing was written"
     # Errors are reported after the progress display has closed, so they stand alone.
     with _user_errors(debug, kept), _progress(as_json, counts=False) as progress:
@@ -193,7 +215,7 @@ def features_list(
     project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False
 ) -> None:
     """List the features with their kind, source and dependencies."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     graph = _run(debug, lambda: loaded.graph)
     rows = []
     for node in graph.nodes.values():
@@ -230,7 +252,7 @@ def features_sql(
     debug: Debug = False,
 ) -> None:
     """Print the SQL that computes a feature (with what it depends on)."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     sys.stdout.write(_run(debug, lambda: loaded.feature_sql(name)) + "\n")
 
 
@@ -321,7 +343,25 @@ def _print_training(summary: TrainSummary) -> None:
         + (f"; test value {summary.test_value:,.0f}" if summary.test_value is not None else ""),
         highlight=False,
     )
+    if summary.threshold_rule:
+        console.print(f"threshold chosen by {summary.threshold_rule}", highlight=False)
+    if summary.left_out is not None:
+        reasons = {"label_pending": "label not yet known", "label_missing": "label is null"}
+        reasons["no_time"] = "no prediction time"
+        counts = "; ".join(f"{reasons.get(k, k)}: {v:,}" for k, v in summary.left_out.items())
+        console.print(f"spine events left out: {counts}", highlight=False)
+    looks = summary.test_set_used_before
+    times = "time" if looks == 1 else "times"
+    console.print(f"test set used {looks} {times} before", highlight=False)
     console.print(f"report: {summary.report_path}", soft_wrap=True, highlight=False)
+
+
+def _print_warnings(warnings: Iterable[str]) -> None:
+    """What a training found suspicious (a possible leak, a reused test set), before all else."""
+    for warning in warnings:
+        console.print(
+            f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True
+        )
 
 
 @app.command("train")
@@ -329,13 +369,14 @@ def train(
     project: ProjectDir = Path("."), as_of: AsOf = None, as_json: Json = False, debug: Debug = False
 ) -> None:
     """Train the candidate models, choose one on validation, test it once and register it."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     kept = "nothing was registered (finished tuning trials are kept)"
     with _user_errors(debug, kept), _progress(as_json) as progress:
         summary = loaded.train(as_of, progress)
     if as_json:
         _print_json(summary.to_dict())
     else:
+        _print_warnings(summary.warnings)
         _print_training(summary)
 
 
@@ -344,7 +385,7 @@ def run(
     project: ProjectDir = Path("."), as_of: AsOf = None, as_json: Json = False, debug: Debug = False
 ) -> None:
     """The whole loop to a registered model: features build -> train -> evaluate -> register."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     kept = (
         "nothing was registered (the training matrix, if written, and finished tuning trials "
         "are kept)"
@@ -354,6 +395,7 @@ def run(
     if as_json:
         _print_json({**summary.to_dict(), "features": built.to_dict()})
     else:
+        _print_warnings(summary.warnings)
         console.print(f"training matrix: {built.rows:,} rows, {built.path}", highlight=False)
         _print_training(summary)
 
@@ -366,7 +408,7 @@ def evaluate(
     debug: Debug = False,
 ) -> None:
     """Show the evaluation of a registered version: its test metrics and its report."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     result = _run(debug, lambda: loaded.evaluation(version))
     if as_json:
         _print_json(result)
@@ -390,6 +432,7 @@ _EVALUATION: list[tuple[str, str, Callable[[Any], str]]] = [
 
 def _print_evaluation(result: dict[str, Any]) -> None:
     """A version's metrics on validation and test as a table, then the baseline and report."""
+    _print_warnings(result.get("warnings") or [])  # older versions recorded none
     console.print(
         escape(
             f"model '{result['model_name']}' version {result['version']}: {result['model']}, "
@@ -451,7 +494,7 @@ def reproduce(
     mlprod.yaml since do not count (unless --current-config). Exits 0 when the predictions are
     identical and 1 when they differ, listing what differs now.
     """
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     with _user_errors(debug), _progress(as_json) as progress:
         result = loaded.reproduce(version, progress, current_config=current_config)
     if as_json:
@@ -495,7 +538,7 @@ def _print_reproduction(result: dict[str, Any]) -> None:
     console.print(f"{header}:", highlight=False)
     for difference in differences:
         console.print(
-            f"  {escape(describe_difference(difference))}", highlight=False, soft_wrap=True
+            f"  {escape(_describe_difference(difference))}", highlight=False, soft_wrap=True
         )
 
 
@@ -525,8 +568,8 @@ def models_list(
     project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False
 ) -> None:
     """The registered models with their latest version and aliases."""
-    loaded = _run(debug, lambda: Project.load(project))
-    rows = _run(debug, lambda: registry.list_models(loaded.tracking_uri()))
+    loaded = _run(debug, lambda: _load(project))
+    rows = _run(debug, lambda: _registry().list_models(loaded.tracking_uri()))
     if as_json:
         _print_json(rows)
         return
@@ -542,8 +585,8 @@ def models_show(
     name: str, project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False
 ) -> None:
     """A registered model's versions, aliases and metrics."""
-    loaded = _run(debug, lambda: Project.load(project))
-    shown = _run(debug, lambda: registry.show_model(loaded.tracking_uri(), name))
+    loaded = _run(debug, lambda: _load(project))
+    shown = _run(debug, lambda: _registry().show_model(loaded.tracking_uri(), name))
     if as_json:
         _print_json(shown)
     else:
@@ -560,8 +603,8 @@ def models_promote(
     debug: Debug = False,
 ) -> None:
     """Point an alias (champion by default) at a version."""
-    loaded = _run(debug, lambda: Project.load(project))
-    moved = _run(debug, lambda: registry.promote(loaded.tracking_uri(), name, version, alias))
+    loaded = _run(debug, lambda: _load(project))
+    moved = _run(debug, lambda: _registry().promote(loaded.tracking_uri(), name, version, alias))
     if as_json:
         _print_json(moved)
         return
@@ -580,8 +623,8 @@ def models_rollback(
     name: str, project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False
 ) -> None:
     """Move champion back to the previous champion."""
-    loaded = _run(debug, lambda: Project.load(project))
-    moved = _run(debug, lambda: registry.rollback(loaded.tracking_uri(), name))
+    loaded = _run(debug, lambda: _load(project))
+    moved = _run(debug, lambda: _registry().rollback(loaded.tracking_uri(), name))
     if as_json:
         _print_json(moved)
     else:

@@ -15,11 +15,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mlprod.api import Project
 from mlprod.cli import (
     Debug,
     Json,
     ProjectDir,
+    _load,
     _print_json,
     _progress,
     _run,
@@ -27,11 +27,12 @@ from mlprod.cli import (
     app,
     console,
 )
-from mlprod.serve.parity import ParityReport
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from mlprod.api import Project
+    from mlprod.serve.parity import ParityReport
     from mlprod.serve.service import OnlineService
 
 Model = Annotated[
@@ -82,7 +83,7 @@ def score(
     debug: Debug = False,
 ) -> None:
     """Batch scoring: features as of each row's time, the model's score and decision."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     with _user_errors(debug), _progress(as_json, counts=False) as progress:
         summary = loaded.score(model, input, output, at, run_id, progress)
     if as_json:
@@ -107,7 +108,7 @@ def materialize(
     debug: Debug = False,
 ) -> None:
     """Fill the online store with what the model's features read, as of now (or --as-of)."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     with _user_errors(debug), _progress(as_json, counts=False) as progress:
         summary = loaded.materialize(model, as_of, progress)
     if as_json:
@@ -133,7 +134,7 @@ def push(
     """Apply new events of a source to the online store (an event pushed twice counts once)."""
     from mlprod.serve.batch_io import FileInput, read_input
 
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     rows = _run(
         debug, lambda: read_input(FileInput(file, "csv" if file.suffix == ".csv" else "parquet"))
     )
@@ -157,7 +158,7 @@ def parity(
     debug: Debug = False,
 ) -> None:
     """Replay historical events online and in batch; exit 1 if any feature or score differs."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     with _user_errors(debug), _progress(as_json, counts=False) as progress:
         report = loaded.parity(model, sample, seed, progress)
     if as_json:
@@ -210,7 +211,7 @@ def serve(
     """Serve the model over HTTP: /predict, /invocations, /v2 (KServe), /docs, /metrics."""
     import uvicorn
 
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     service = _run(debug, lambda: loaded.service(model))  # refuses a bad artefact at start
     version = f"{service.model_name}/{service.model_version}"
     console.print(
@@ -235,7 +236,7 @@ _WORKER_MODEL = "MLPROD_SERVE_MODEL"
 
 def worker_app() -> FastAPI:
     """The app of one ``serve --workers`` process, from what the parent resolved."""
-    loaded = Project.load(os.environ[_WORKER_PROJECT])
+    loaded = _load(Path(os.environ[_WORKER_PROJECT]))
     return _app(loaded, loaded.service(os.environ[_WORKER_MODEL]))
 
 
@@ -249,7 +250,7 @@ def _app(loaded: Project, service: OnlineService) -> FastAPI:
 @app.command("outcomes")
 def outcomes(project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False) -> None:
     """Label logged predictions whose outcome the sources now know (the spine's label)."""
-    loaded = _run(debug, lambda: Project.load(project))
+    loaded = _run(debug, lambda: _load(project))
     summary = _run(debug, loaded.outcomes)
     if as_json:
         _print_json(summary.to_dict())

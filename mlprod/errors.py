@@ -9,6 +9,7 @@ exits 2; nothing else reaches a user as a traceback unless they ask for ``--debu
     ├── SourceError        a source cannot be read, or is empty
     │   └── ContractError  a source no longer matches its declared schema contract
     ├── FeatureError       a feature cannot be compiled or evaluated
+    │   └── UnknownColumnError  an expression reads a column no contract declares
     ├── EmptyMatrixError   no event of the spine is labelled as of the build: nothing to write
     ├── TrainError         a model cannot be trained as configured (windows, labels, ...)
     ├── EvaluationError    a model's scores cannot be evaluated on the labels given
@@ -47,6 +48,20 @@ class ContractError(SourceError):
 
 class FeatureError(MlprodError):
     """A feature definition cannot be compiled or evaluated."""
+
+
+class UnknownColumnError(FeatureError):
+    """An expression reads a column its source's contract does not declare.
+
+    It carries the source and column so that, where the data can be looked at, the message
+    can say whether the column is really absent or only missing from the contract.
+    """
+
+    def __init__(self, message: str, where: str, source: str, column: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.source = source
+        self.column = column
 
 
 class EmptyMatrixError(MlprodError):

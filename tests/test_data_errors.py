@@ -27,21 +27,6 @@ AS_OF = datetime(2014, 1, 1)
 SmallProject = Callable[..., Project]
 
 
-@pytest.fixture(scope="module")
-def small_db(flights_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two days of flights and the full small tables, in a DuckDB file of their own."""
-    path = tmp_path_factory.mktemp("small") / "small.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute("ATTACH ? AS full_db (READ_ONLY)", [str(flights_db)])
-        con.execute(
-            "CREATE TABLE flights AS SELECT * FROM full_db.flights "
-            "WHERE month = 1 AND day <= 2 ORDER BY flight_id"
-        )
-        for table in ("weather", "planes", "airports"):
-            con.execute(f"CREATE TABLE {table} AS SELECT * FROM full_db.{table}")
-    return path
-
-
 @pytest.fixture
 def small_project(tmp_path: Path, small_db: Path, flights_config: dict[str, Any]) -> SmallProject:
     """A flights project over a private copy of the small database, altered by ``sql``."""
@@ -69,8 +54,9 @@ def test_type_change_in_a_duckdb_table(small_project: SmallProject) -> None:
     project = small_project(sql="ALTER TABLE flights ALTER dep_delay TYPE VARCHAR")
     with raises(
         ContractError,
-        "source 'flights': column 'dep_delay' changed type: the contract says float, the data "
-        "has VARCHAR (string)",
+        "source 'flights': column 'dep_delay' changed type: the contract says float "
+        "(sources.flights.columns.dep_delay.type), the data has VARCHAR (string); correct the "
+        "declared type if the data is right",
     ):
         project.build_matrix(AS_OF, ["sched_hour"])
 
@@ -87,10 +73,14 @@ def test_type_change_in_a_csv_file(
         )
     flights_config["sources"]["planes"]["from"] = {"kind": "csv", "path": str(csv)}
     project = small_project(flights_config)
+    lines = csv.read_text().splitlines()
+    year = lines[0].split(",").index("year")
+    bad = [n for n, line in enumerate(lines, 1) if line.split(",")[year] == "unknown"]
     with raises(
         ContractError,
-        "source 'planes': column 'year' changed type: the contract says float, the data has "
-        "VARCHAR (string)",
+        f"source 'planes': csv file '{csv}' line {bad[0]} (the first of {len(bad)} bad values), "
+        "column 'year': 'unknown' is not a float (the type declared in "
+        "sources.planes.columns.year.type); fix the value or the declared type",
     ):
         project.build_matrix(AS_OF, ["plane_year"])
 

@@ -172,8 +172,9 @@ def test_changed_type(
     with pytest.raises(ContractError) as info:
         project.build_matrix(AS_OF, ["plane_year"])
     assert str(info.value) == (
-        "source 'planes': column 'year' changed type: the contract says float, the data has "
-        "VARCHAR (string)"
+        "source 'planes': column 'year' changed type: the contract says float "
+        "(sources.planes.columns.year.type), the data has VARCHAR (string); correct the "
+        "declared type if the data is right"
     )
 
 

@@ -127,13 +127,13 @@ def test_every_model_kind_learns_something(trained: tuple[Project, Any], kind: s
 
 
 def test_an_interrupted_search_resumes(tmp_path: Path) -> None:
-    spec = ModelSpec(kind="lightgbm", search={"x": SearchRange(low=0, high=1)})
+    spec = ModelSpec(kind="lightgbm", search={"feature_fraction": SearchRange(low=0, high=1)})
     seen: list[float] = []  # trials (with a pruning callback); refits of a best trial have none
     refits: list[float] = []
 
     def fit(params: dict[str, Any], callbacks: list[Any]) -> tuple[Any, float]:
-        (seen if callbacks else refits).append(params["x"])
-        return object(), 1 - (params["x"] - 0.3) ** 2
+        (seen if callbacks else refits).append(params["feature_fraction"])
+        return object(), 1 - (params["feature_fraction"] - 0.3) ** 2
 
     journal = tmp_path / "study.log"
     first = tune(spec, fit, TuningConfig(trials=3), journal, "resume")  # type: ignore[arg-type]

@@ -62,7 +62,9 @@ def check_schema(
         if not accepts(contract.type, family):
             raise ContractError(
                 f"source '{name}': column '{column}' changed type: the contract says "
-                f"{contract.type}, the data has {found[column]} ({family or 'unsupported'})"
+                f"{contract.type} (sources.{name}.columns.{column}.type), the data has "
+                f"{found[column]} ({family or 'unsupported'}); correct the declared type if "
+                "the data is right"
             )
 
 

@@ -1,8 +1,9 @@
 """Make a project's sources visible to DuckDB as views named after them, checked on load.
 
-CSV and Parquet files and DuckDB tables are scanned in place (nothing is copied);
-PostgreSQL tables are read once over ADBC into Arrow. Every source is checked against its
-contract before a feature reads it.
+Parquet files and DuckDB tables are scanned in place (nothing is copied); a CSV file is
+parsed once with its contract's types (``csv_files``); PostgreSQL tables are read once over
+ADBC into Arrow. Times with a zone become naive UTC (``timezones``). Every source is checked
+against its contract before a feature reads it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,18 @@ from sqlglot import exp
 
 from mlprod.data import postgres
 from mlprod.data.contracts import SourceProfile, check_schema, describe_location, profile_and_check
+from mlprod.data.csv_files import csv_columns, load_csv
 from mlprod.data.examples import ensure_nycflights13
-from mlprod.errors import ContractError, SourceError, did_you_mean, one_of
+from mlprod.data.timezones import as_naive_utc
+from mlprod.errors import (
+    ContractError,
+    FeatureError,
+    MlprodError,
+    SourceError,
+    UnknownColumnError,
+    did_you_mean,
+    one_of,
+)
 from mlprod.project.config import (
     CsvLocation,
     DuckDBLocation,
@@ -59,14 +70,13 @@ def open_source(
     try:
         if isinstance(location, PostgresLocation):
             _register_postgres(con, name, source, location)
+        elif isinstance(location, CsvLocation):
+            # Parsed once into a table: no re-parsing per reference, and real statistics
+            # for the optimizer (a CSV scan has none, and join plans suffer badly).
+            load_csv(con, name, source, location, _existing(folder, location.path, name))
         else:
             relation = _relation(con, folder, name, location)
-            if isinstance(location, CsvLocation):
-                # Parsed once into a table: no re-parsing per reference, and real statistics
-                # for the optimizer (a CSV scan has none, and join plans suffer badly).
-                relation.to_table(name)
-            else:
-                relation.create_view(name, replace=True)
+            as_naive_utc(relation, source).create_view(name, replace=True)
     except duckdb.Error as exc:
         raise SourceError(
             f"source '{name}': cannot read {describe_location(source)}: {str(exc).splitlines()[0]}"
@@ -80,7 +90,7 @@ def _relation(
     con: duckdb.DuckDBPyConnection,
     folder: Path,
     name: str,
-    location: CsvLocation | ParquetLocation | DuckDBLocation,
+    location: ParquetLocation | DuckDBLocation,
 ) -> duckdb.DuckDBPyRelation:
     if isinstance(location, DuckDBLocation):
         path = _existing(folder, location.path, name)
@@ -115,9 +125,6 @@ def _relation(
                 f"'{location.db_schema}.{location.table}'{hint}"
             )
         return con.sql(exp.select("*").from_(target).sql("duckdb"))
-    if isinstance(location, CsvLocation):
-        path = _existing(folder, location.path, name)
-        return con.read_csv(str(path), header=location.header, sep=location.delimiter)
     return con.read_parquet(str(_existing(folder, location.path, name, glob=True)))
 
 
@@ -139,7 +146,7 @@ def _register_postgres(
         raise SourceError(f"source '{name}': {exc}") from None
     # Copied into a DuckDB table: Arrow scans carry no statistics for the optimizer.
     con.register(f"__arrow_{name}", table)
-    con.table(f"__arrow_{name}").to_table(name)
+    as_naive_utc(con.table(f"__arrow_{name}"), source).to_table(name)
     con.unregister(f"__arrow_{name}")
 
 
@@ -181,3 +188,34 @@ def _existing(folder: Path, path: str, name: str, glob: bool = False) -> Path:
             f"source '{name}': file '{path}' does not exist (looked for {full.resolve()})"
         )
     return full
+
+
+def explain_unknown_column(
+    folder: Path, config: ProjectConfig, error: UnknownColumnError
+) -> FeatureError:
+    """The error to show for a column no contract declares: when the data has it, say that it
+    is only missing from ``sources.X.columns`` (a message about the contract, not a typo)."""
+    source = config.sources.get(error.source)
+    found = data_columns(folder, config, error.source) if source is not None else None
+    if source is None or found is None or error.column not in found:
+        return FeatureError(str(error))
+    return FeatureError(
+        f"{error.where}: column '{error.column}' is in {describe_location(source)} but not "
+        f"declared in sources.{error.source}.columns; declare it there (with its type) to "
+        "read it"
+    )
+
+
+def data_columns(folder: Path, config: ProjectConfig, name: str) -> list[str] | None:
+    """The column names a source's data has, read from its header or schema alone; None when
+    they cannot be read (a missing file, an unreachable database, ...)."""
+    location = config.sources[name].location
+    try:
+        if isinstance(location, PostgresLocation):
+            return list(postgres.table_types(location.url, location.db_schema, location.table))
+        with duckdb.connect() as con:
+            if isinstance(location, CsvLocation):
+                return csv_columns(con, _existing(folder, location.path, name), location)
+            return list(_relation(con, folder, name, location).columns)
+    except (MlprodError, duckdb.Error, OSError):
+        return None

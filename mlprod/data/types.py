@@ -27,6 +27,7 @@ _FAMILIES: dict[str, ColumnType] = {
     "TIMESTAMP_MS": "timestamp",
     "TIMESTAMP_NS": "timestamp",
     "TIMESTAMP WITH TIME ZONE": "timestamp",
+    "TIMESTAMPTZ_NS": "timestamp",
     "DATE": "date",
 }
 # A declared type also accepts these narrower families without loss.

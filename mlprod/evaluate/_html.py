@@ -29,6 +29,7 @@ img { max-width: 100%; border: 1px solid #eee; }
 table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; } tr.chosen { font-weight: bold; }
+.warnings { background: #fff4e5; border: 1px solid #f0b36b; padding: 0.6rem 2rem; }
 """
 
 

@@ -51,6 +51,13 @@ def auc(y: ArrayLike, score: ArrayLike, *, split: str | None = None) -> float:
     return _ranks.exact_auc(labels, _ranks.levels(scores))
 
 
+def separation(y: ArrayLike, values: ArrayLike) -> float:
+    """The AUC of any real ``values`` (not only probabilities) as a score for the 0/1 labels
+    ``y``, checked by the caller; how well one feature alone ranks the rows."""
+    labels = np.asarray(y, dtype=np.int64)
+    return _ranks.exact_auc(labels, _ranks.levels(np.asarray(values, dtype=np.float64)))
+
+
 def auc_with_ci(
     y: ArrayLike,
     score: ArrayLike,

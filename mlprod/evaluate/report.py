@@ -54,6 +54,11 @@ class ReportData:
     seed: int = 0
     chosen: str | None = None  # the leaderboard row (``name``) to highlight; model_name if None
     folds: list[dict[str, Any]] = field(default_factory=list)  # under cross-validation, per fold
+    threshold_rule: str | None = None  # how the threshold was chosen, said next to it
+    warnings: list[str] = field(default_factory=list)  # shown first: leaks, reused test rows
+    left_out: dict[str, int] | None = None  # spine events not in the matrix, by reason
+    test_fingerprint: str | None = None  # which test rows; the registry counts looks at them
+    test_looks_before: int = 0  # registered versions already tested on the same rows
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,10 @@ def render_report(data: ReportData, path: Path) -> dict[str, Any]:
         "version": data.version,
         "created": data.created.isoformat(),
         "threshold": float(data.threshold),
+        "threshold_rule": data.threshold_rule,
+        "warnings": list(data.warnings),
+        "left_out": data.left_out,
+        "test_set": {"fingerprint": data.test_fingerprint, "used_before": data.test_looks_before},
         "validation": summaries["validation"],
         "test": summaries["test"],
         "baseline": data.baseline,
@@ -97,6 +106,11 @@ def render_report(data: ReportData, path: Path) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_page(data, metrics, splits, worth), encoding="utf-8")
     return metrics
+
+
+def test_set_used(looks: int) -> str:
+    """``test set used 2 times before``: how often earlier versions saw the same test rows."""
+    return f"test set used {looks} {'time' if looks == 1 else 'times'} before"
 
 
 def _worth(value: ValueConfig | None, scores: Scores) -> OutcomeValues | None:
@@ -138,7 +152,8 @@ def _headline(data: ReportData, metrics: dict[str, Any]) -> str:
         _card(
             "Threshold",
             f"{data.threshold:.3g}",
-            f"flags {test['acted_share']:.1%} of test rows (score ≥ threshold)",
+            f"flags {test['acted_share']:.1%} of test rows (score ≥ threshold)"
+            + (f"; chosen by {_html.escape(data.threshold_rule)}" if data.threshold_rule else ""),
         ),
     ]
     if test["value"] is not None:
@@ -242,10 +257,28 @@ def _confusion(split: str, confusion: dict[str, int]) -> str:
     return f"<div>{table}<p>Precision {precision}, recall {recall}.</p></div>"
 
 
+# Why spine events are not rows of the training matrix, as summaries and the report name them.
+LEFT_OUT = {
+    "label_pending": "label not yet known",
+    "label_missing": "label is null",
+    "no_time": "no prediction time",
+}
+
+
 def _data_section(data: ReportData) -> str:
     splits = _html.render_records(
         [{"split": name, **about} for name, about in data.datasets.items()]
     )
+    if data.left_out is not None:
+        counts = "; ".join(
+            f"{LEFT_OUT.get(reason, reason)}: {count:,}" for reason, count in data.left_out.items()
+        )
+        splits += f"<p>Spine events left out of the training matrix: {_html.escape(counts)}.</p>"
+    if data.test_fingerprint is not None:
+        splits += (
+            f"<p>Test rows fingerprint {_html.escape(data.test_fingerprint)}: "
+            f"{test_set_used(data.test_looks_before)}.</p>"
+        )
     if not data.folds:
         return splits
     return (
@@ -390,6 +423,9 @@ def _sections(
     if data.notes:
         items = "".join(f"<li>{_html.escape(note)}</li>" for note in data.notes)
         sections.append(_Section("notes", "Notes", f"<ul>{items}</ul>"))
+    if data.warnings:
+        items = "".join(f"<li>{_html.escape(warning)}</li>" for warning in data.warnings)
+        sections.insert(0, _Section("warnings", "Warnings", f'<ul class="warnings">{items}</ul>'))
     return sections
 
 

@@ -222,7 +222,7 @@ class MatrixCompiler:
                 name, self._level(query, previous, by_level[level], groups), materialized=True
             )
             previous = name
-        keys = [sql.col(k) for k in self.config.spine.keys]
+        keys = [sql.col(k) for k in (events.keys or self.config.spine.keys)]
         final = exp.select(
             *keys,
             sql.alias(sql.col("__t"), "prediction_time"),

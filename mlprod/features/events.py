@@ -19,13 +19,14 @@ from sqlglot import exp
 from mlprod import sqlparts as sql
 from mlprod.errors import ConfigError
 from mlprod.features.expressions import check_columns, parse_expression
-from mlprod.features.graph import FeatureGraph
+from mlprod.features.graph import ROW_NUMBER, FeatureGraph
 from mlprod.project.loading import CONFIG_FILE
 from mlprod.project.training import value_column
 
 REQUEST_TABLE = "__requests"
 REQUEST_ROW = "__request_row"
 PREDICTION_TIME = "prediction_time"
+NO_TIME = datetime(1970, 1, 1)  # every event's time when the spine has none (see _time)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Events:
     select: exp.Select
     carry: tuple[tuple[str, str], ...] = ()  # (column of select, column of the result)
     order: tuple[str, ...] = ("__t", "__row")
+    keys: tuple[str, ...] | None = None  # the result's first columns; None: the spine keys
 
 
 @dataclass
@@ -57,7 +59,7 @@ class TrainingEvents:
             check_columns(tree, self.graph.spine_columns, where, f"source '{spine.source}'")
             self.value_exprs[outcome] = tree
         columns = {value_column(outcome): outcome for outcome in self.value_exprs}
-        for index, feature in enumerate(self.graph.config.features):
+        for index, feature in enumerate(self.graph.config.feature_definitions):
             if feature.name in columns:
                 raise ConfigError(
                     f"{CONFIG_FILE}: features[{index}].name: '{feature.name}' is a column of the "
@@ -67,20 +69,20 @@ class TrainingEvents:
 
     def events(self, columns: list[str], as_of: datetime) -> Events:
         exprs = self.graph.spine_exprs
-        spine = self.graph.config.spine
-        time = sql.timestamp(exprs["time"].copy())
-        label_at = sql.timestamp(exprs["label_available_at"].copy())
+        time = self._time("time")
+        label_at = self._time("label_available_at")
         conditions: list[exp.Expr] = [
             exp.not_(exp.Is(this=time.copy(), expression=exp.null())),
             exp.not_(exp.Is(this=exprs["label"].copy(), expression=exp.null())),
-            exp.LT(this=label_at.copy(), expression=timestamp_literal(as_of)),
         ]
+        if "label_available_at" in exprs:
+            conditions.append(exp.LT(this=label_at.copy(), expression=timestamp_literal(as_of)))
         if "filter" in exprs:
             conditions.insert(0, exprs["filter"].copy())
         select = (
             exp.select(
                 sql.alias(sql.window(exp.func("row_number"), []), "__row"),
-                *[sql.col(c) for c in columns],
+                *[sql.col(c) for c in [*self._numbered(), *columns]],
                 sql.alias(time, "__t"),
                 sql.alias(exprs["label"].copy(), "__label"),
                 sql.alias(label_at, "__label_at"),
@@ -89,7 +91,7 @@ class TrainingEvents:
                     for outcome, tree in self.value_exprs.items()
                 ],
             )
-            .from_(sql.table(spine.source))
+            .from_(self._source())
             .where(sql.and_all(conditions))
         )
         carry = (
@@ -97,19 +99,22 @@ class TrainingEvents:
             ("__label_at", "label_available_at"),
             *[(_value(o), value_column(o)) for o in self.value_exprs],
         )
-        return Events(select, carry, ("__t", *spine.keys, "__row"))
+        keys = tuple(self.graph.keys)
+        return Events(select, carry, ("__t", *keys, "__row"), keys)
 
     def counts_query(self, as_of: datetime) -> exp.Select:
         """How many events there are, and how many are left out and why."""
         exprs = self.graph.spine_exprs
-        label_at = sql.timestamp(exprs["label_available_at"].copy())
-        pending = exp.func(
-            "count_if", exp.not_(exp.LT(this=label_at, expression=timestamp_literal(as_of)))
-        )
+        label_at = self._time("label_available_at")
+        pending: exp.Expr = exp.Literal.number(0)  # without a label time, none is pending
+        if "label_available_at" in exprs:
+            # A null label time is never known: counted here, as the build leaves it out.
+            known = exp.LT(this=label_at, expression=timestamp_literal(as_of))
+            pending = exp.func("count_if", exp.not_(exp.func("coalesce", known, exp.false())))
         select = exp.select(
             sql.alias(exp.Count(this=exp.Star()), "events"),
             sql.alias(
-                exp.func("count_if", exp.Is(this=exprs["time"].copy(), expression=exp.null())),
+                exp.func("count_if", exp.Is(this=self._time("time"), expression=exp.null())),
                 "no_time",
             ),
             sql.alias(pending, "label_pending"),
@@ -121,6 +126,38 @@ class TrainingEvents:
         if "filter" in exprs:
             select = select.where(exprs["filter"].copy())
         return select
+
+    def _time(self, key: str) -> exp.Expr:
+        """The spine's ``time`` or ``label_available_at`` as a timestamp, or :data:`NO_TIME`.
+
+        Without a spine time every event gets the same constant prediction time (and label
+        time). That is exact, not an approximation: the config loader refuses everything that
+        would read it (as-of joins, aggregates, lookups into timed tables, out-of-time splits),
+        so no feature value depends on it. A fixed constant rather than the build's ``as_of``
+        keeps the matrix, and so its fingerprint and its test set's, the same build after build.
+        """
+        if key in self.graph.spine_exprs:
+            return sql.timestamp(self.graph.spine_exprs[key].copy())
+        return timestamp_literal(NO_TIME)
+
+    def _numbered(self) -> list[str]:
+        """The row-number key when the spine has no keys (computed by :meth:`_source`)."""
+        return [ROW_NUMBER] if self.graph.numbered else []
+
+    def _source(self) -> exp.Expr:
+        """The spine source; without keys, with each row's number in the source's order.
+
+        Numbered before any row is filtered out, so ``row_number`` is the row's position in
+        the source itself (DuckDB numbers ``row_number() OVER ()`` in scan order, which keeps
+        a file's or table's row order).
+        """
+        source = self.graph.config.spine.source
+        if not self.graph.numbered:
+            return sql.table(source)
+        numbered = exp.select(
+            exp.Star(), sql.alias(sql.window(exp.func("row_number"), []), ROW_NUMBER)
+        ).from_(sql.table(source))
+        return sql.subquery(numbered, source)
 
 
 def request_events(columns: list[str], table: str = REQUEST_TABLE) -> Events:

@@ -14,7 +14,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from mlprod.errors import FeatureError, did_you_mean
+from mlprod.errors import FeatureError, UnknownColumnError, did_you_mean
 
 DIALECT = "duckdb"
 _FORBIDDEN = (exp.Query, exp.Table, exp.Star, exp.Subquery, exp.Command, exp.Window, exp.AggFunc)
@@ -70,13 +70,24 @@ def column_names(tree: exp.Expr) -> list[str]:
     return list(dict.fromkeys(col.name for col in tree.find_all(exp.Column)))
 
 
-def check_columns(tree: exp.Expr, allowed: Collection[str], where: str, scope: str) -> None:
-    """Raise for the first column not in ``allowed``; ``scope`` says whose columns they are."""
+def check_columns(
+    tree: exp.Expr,
+    allowed: Collection[str],
+    where: str,
+    scope: str,
+    source: str | None = None,
+) -> None:
+    """Raise for the first column not in ``allowed``; ``scope`` says whose columns they are.
+
+    With ``source`` (whose declared columns are among ``allowed``), the error is an
+    ``UnknownColumnError``, which a caller that can look at the data may explain better.
+    """
     for name in column_names(tree):
         if name not in allowed:
-            raise FeatureError(
-                f"{where}: {scope} has no column '{name}'{did_you_mean(name, allowed)}"
-            )
+            message = f"{where}: {scope} has no column '{name}'{did_you_mean(name, allowed)}"
+            if source is not None:
+                raise UnknownColumnError(message, where, source, name)
+            raise FeatureError(message)
 
 
 def rewrite_columns(tree: exp.Expr, replace: Callable[[str], exp.Expr]) -> exp.Expr:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from mlprod.errors import ConfigError, FeatureError, did_you_mean
+from mlprod.errors import ConfigError, FeatureError, UnknownColumnError, did_you_mean
 from mlprod.features.expressions import check_columns, column_names, parse_expression
 from mlprod.project.config import (
     AggregateFeature,
@@ -24,6 +24,7 @@ from mlprod.project.config import (
 from mlprod.project.loading import CONFIG_FILE
 
 RESERVED = frozenset({"prediction_time", "label", "label_available_at"})
+ROW_NUMBER = "row_number"  # the key of a spine without keys: the event's row in its source
 
 
 INTERNAL_PREFIX = "__"  # the compiled query's own tables and columns: __spine, __row, __t, ..
@@ -106,7 +107,39 @@ class FeatureGraph:
 
     @property
     def config_feature_names(self) -> set[str]:
-        return {feature.name for feature in self.config.features}
+        return {feature.name for feature in self.config.feature_definitions}
+
+    @property
+    def keys(self) -> list[str]:
+        """The training matrix's key columns: the spine keys, or ``row_number`` without them."""
+        return list(self.config.spine.keys) or [ROW_NUMBER]
+
+    @property
+    def numbered(self) -> bool:
+        """Whether events are identified by their row number (the spine declares no keys)."""
+        return not self.config.spine.keys
+
+    @property
+    def timed(self) -> bool:
+        """Whether events have a prediction time (``spine.time``); see :mod:`.events`."""
+        return "time" in self.spine_exprs
+
+    def notes(self) -> list[str]:
+        """What a training report should say about how events are identified and timed."""
+        source = self.config.spine.source
+        notes = []
+        if self.numbered:
+            notes.append(
+                f"The spine declares no keys: each event is identified by its row number in "
+                f"source '{source}' ({ROW_NUMBER}, from 1, in the source's row order)."
+            )
+        if not self.timed:
+            notes.append(
+                "The spine declares no time: the rows do not depend on when they happened, so "
+                "the split draws rows at random and every feature reads the event's own row or "
+                "tables without time."
+            )
+        return notes
 
     def closure(self, names: list[str]) -> list[str]:
         """``names`` and everything they depend on, in dependency order."""
@@ -132,28 +165,29 @@ class FeatureGraph:
         self._resolve_spine()
         reserved = RESERVED
         seen: dict[str, int] = {}
-        for index, feature in enumerate(config.features):
+        features = config.feature_definitions
+        for index, feature in enumerate(features):
             if feature.name in seen:
                 raise ConfigError(
                     f"{CONFIG_FILE}: features[{index}].name: feature '{feature.name}' is "
                     f"already defined at features[{seen[feature.name]}]"
                 )
             _check_not_internal(feature.name, f"features[{index}].name")
-            if feature.name in reserved or feature.name in config.spine.keys:
+            if feature.name in reserved or feature.name in self.keys:
                 raise ConfigError(
                     f"{CONFIG_FILE}: features[{index}].name: '{feature.name}' is a column of the "
                     "training matrix already (a spine key or one of "
                     f"{', '.join(sorted(reserved))}); choose another name"
                 )
             seen[feature.name] = index
-        deps = {f.name: self._dependencies(i, f, seen) for i, f in enumerate(config.features)}
+        deps = {f.name: self._dependencies(i, f, seen) for i, f in enumerate(features)}
         order = _topological_order(deps)
         levels: dict[str, int] = {}
         for name in order:
             levels[name] = 1 + max((levels[d] for d in deps[name]), default=0)
         for name in order:
             index = seen[name]
-            self.nodes[name] = self._node(index, config.features[index], deps[name], levels[name])
+            self.nodes[name] = self._node(index, features[index], deps[name], levels[name])
 
     def _source_times(self, name: str, source: SourceConfig) -> SourceTimes:
         columns = list(source.columns)
@@ -165,7 +199,7 @@ class FeatureGraph:
                 continue
             where = f"{CONFIG_FILE}: sources.{name}.{key}"
             tree = parse_expression(text, where)
-            check_columns(tree, columns, where, f"source '{name}'")
+            check_columns(tree, columns, where, f"source '{name}'", source=name)
             parsed[key] = tree
         return SourceTimes(parsed["time"], parsed["available_at"] or parsed["time"])
 
@@ -183,12 +217,18 @@ class FeatureGraph:
                     f"{CONFIG_FILE}: spine.keys: source '{spine.source}' has no column "
                     f"'{key}'{did_you_mean(key, columns)}"
                 )
+        if self.numbered and ROW_NUMBER in columns:
+            raise ConfigError(
+                f"{CONFIG_FILE}: spine.keys: not declared, so events are numbered as "
+                f"'{ROW_NUMBER}', but source '{spine.source}' has a column of that name; "
+                "declare spine.keys"
+            )
         for key in ("time", "label", "label_available_at", "filter"):
             text = getattr(spine, key)
             if text is not None:
                 where = f"{CONFIG_FILE}: spine.{key}"
                 tree = parse_expression(text, where)
-                check_columns(tree, columns, where, f"source '{spine.source}'")
+                check_columns(tree, columns, where, f"source '{spine.source}'", source=spine.source)
                 self.spine_exprs[key] = tree
         for key in spine.keys:
             self._check_known(key, "spine.keys")
@@ -217,7 +257,8 @@ class FeatureGraph:
             deps = [r for r in refs if r in names and r != feature.name]
             if feature.name not in self.spine_columns:
                 visible.discard(feature.name)
-            check_columns(tree, visible, where, "the spine (and the other features)")
+            scope, spine = "the spine (and the other features)", self.config.spine.source
+            check_columns(tree, visible, where, scope, source=spine)
             for ref in refs:
                 if ref not in names or ref == feature.name:
                     self._check_known(ref, where)
@@ -249,8 +290,11 @@ class FeatureGraph:
         columns = list(source.columns)
         for _, column in feature.key_pairs():
             if column not in columns:
-                raise FeatureError(
-                    f"{where}: {scope} has no column '{column}'{did_you_mean(column, columns)}"
+                raise UnknownColumnError(
+                    f"{where}: {scope} has no column '{column}'{did_you_mean(column, columns)}",
+                    where,
+                    feature.source,
+                    column,
                 )
         times = self.times[feature.source]
         if isinstance(feature, AsofFeature | AggregateFeature) and times.available_at is None:
@@ -269,10 +313,10 @@ class FeatureGraph:
                 raise FeatureError(f"{where}: window must be longer than zero")
             if feature.filter is not None:
                 filter_ = parse_expression(feature.filter, f"{where} filter")
-                check_columns(filter_, columns, where, scope)
+                check_columns(filter_, columns, where, scope, source=feature.source)
         if value_text is not None:
             value = parse_expression(value_text, where)
-            check_columns(value, columns, where, scope)
+            check_columns(value, columns, where, scope, source=feature.source)
         if isinstance(feature, LookupFeature | AsofFeature | AggregateFeature):
             return Node(feature, index, deps, level, value=value, filter=filter_)
         raise AssertionError(feature)  # pragma: no cover

@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
@@ -80,7 +81,8 @@ class Matrix:
             "rows": rows,
             "columns": table.num_columns,
             "seconds": round(self.seconds, 3),
-            "keys": list(graph.config.spine.keys),
+            "keys": graph.keys,
+            "notes": graph.notes(),
             "events": self.events,
             "features": features,
             "categories": {name: enc.to_dict() for name, enc in self.categories.items()},
@@ -127,6 +129,7 @@ def build_matrix(
             task.advance()
         task.finish("sources read and checked")
         _check_lookups_unique(con, graph, nodes)
+        _check_spine_keys_unique(con, graph)
         compiler = MatrixCompiler(graph)
         events = _event_counts(con, training, as_of)
         try:
@@ -145,6 +148,7 @@ def build_matrix(
     table = run.table
     if table.num_rows == 0:
         raise EmptyMatrixError(_empty(config, events, as_of))
+    _check_label_values(config, table)
     categories = {
         n.name: CategoryEncoder.fit(table.column(n.name), n.feature.categorical)
         for n in nodes
@@ -376,6 +380,58 @@ def _check_lookups_unique(
                 f"{key}; a lookup needs at most one row per key (use an asof feature for a "
                 "table that changes over time)"
             )
+
+
+def _check_spine_keys_unique(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
+    """Each event of the spine has its own keys: a duplicated key would be two training rows
+    (or a scored row) that features, predictions and outcomes cannot tell apart."""
+    spine = graph.config.spine
+    if not spine.keys:
+        return
+    keys: list[exp.Expr] = [sql.col(c) for c in spine.keys]
+    groups = (
+        exp.select(*keys, sql.alias(exp.Count(this=exp.Star()), "__n"))
+        .from_(sql.table(spine.source))
+        .group_by(*[k.copy() for k in keys])
+        .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1)))
+    )
+    if "filter" in graph.spine_exprs:
+        groups = groups.where(graph.spine_exprs["filter"].copy())
+    probe = (
+        exp.select(
+            *[sql.col(c) for c in spine.keys],
+            sql.col("__n"),
+            sql.alias(sql.window(exp.Count(this=exp.Star()), []), "__keys"),
+            sql.alias(sql.window(exp.Sum(this=sql.col("__n")), []), "__rows"),
+        )
+        .from_(groups.subquery("__duplicates"))
+        .order_by(exp.Ordered(this=sql.col("__n"), desc=True), *[sql.col(c) for c in spine.keys])
+        .limit(1)
+    )
+    rows = con.execute(probe.sql("duckdb", identify=True)).fetchall()
+    if rows:
+        *values, n, duplicated, total = rows[0]
+        key = ", ".join(f"{c}={v!r}" for c, v in zip(spine.keys, values, strict=True))
+        raise FeatureError(
+            f"spine source '{spine.source}' has {duplicated:,} duplicate "
+            f"{'key' if duplicated == 1 else 'keys'} ({total:,} rows), e.g. {key} on {n:,} rows; "
+            "spine.keys must identify each event once (add a column to spine.keys, or leave "
+            "the duplicates out with spine.filter)"
+        )
+
+
+def _check_label_values(config: ProjectConfig, table: pa.Table) -> None:
+    """An integer label must be 0 or 1 (its type was checked before the build)."""
+    label = table.column("label")
+    if not pa.types.is_integer(label.type):
+        return
+    bad = pc.filter(label, pc.invert(pc.is_in(label, pa.array([0, 1], label.type))))
+    if len(bad):
+        raise FeatureError(
+            f"mlprod.yaml: spine.label: '{config.spine.label}' gives {len(bad):,} values other "
+            f"than 0 and 1 among {table.num_rows:,} labelled events (e.g. {bad[0].as_py()}); "
+            "the label must be a boolean or 0/1 (write a condition, e.g. 'amount > 0')"
+        )
 
 
 def _event_counts(

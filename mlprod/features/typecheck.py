@@ -119,7 +119,8 @@ def _check_times(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
     checks: list[tuple[str, str, str, exp.Expr]] = []
     for key in ("time", "label_available_at"):
         text = getattr(config.spine, key)
-        checks.append((f"spine.{key}", config.spine.source, text, graph.spine_exprs[key]))
+        if text is not None:  # a spine without time has neither
+            checks.append((f"spine.{key}", config.spine.source, text, graph.spine_exprs[key]))
     for name, declared in config.sources.items():
         for key in ("time", "available_at"):
             text = getattr(declared, key)
@@ -135,7 +136,10 @@ def _check_times(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
             )
     for key in ("label", "filter"):
         if key in graph.spine_exprs:
-            _type_of(con, config.spine.source, graph.spine_exprs[key], f"mlprod.yaml: spine.{key}")
+            where = f"mlprod.yaml: spine.{key}"
+            found = _type_of(con, config.spine.source, graph.spine_exprs[key], where)
+            if key == "label":
+                check_label_type(config.spine.label, found)
 
 
 def _check_values(
@@ -148,3 +152,13 @@ def _check_values(
         found = _type_of(con, graph.config.spine.source, tree, where)
         if type_family(found) not in ("int", "float"):
             raise FeatureError(f"{where}: '{texts[outcome]}' gives {found}, expected a number")
+
+
+def check_label_type(text: str, found: str) -> None:
+    """A label is a boolean or a 0/1 integer: a string, a number or a time is refused here,
+    not halfway through training (the values of an integer are checked by the build)."""
+    if type_family(found) not in ("bool", "int"):
+        raise FeatureError(
+            f"mlprod.yaml: spine.label: '{text}' gives {found}, expected a boolean or a 0/1 "
+            'integer; write a condition, e.g. "churned = \'Yes\'" or "amount > 0"'
+        )

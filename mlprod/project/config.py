@@ -8,9 +8,9 @@ them. Everything is ``extra="forbid"`` so a misspelt key is an error, never sile
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from mlprod.project.base import Duration, Expression, Identifier, Strict
 from mlprod.project.engine import EngineConfig
@@ -102,14 +102,32 @@ class SourceConfig(Strict):
 
 
 class SpineConfig(Strict):
-    """The prediction events: one row per prediction to learn from."""
+    """The prediction events: one row per prediction to learn from.
+
+    A table without time (rows that do not depend on when they happened) leaves out ``time``
+    and ``label_available_at``: its features may only read the event's own row and tables
+    without time, and its split is ``random`` or ``kfold``. A table without an id leaves out
+    ``keys``: each event is then identified by its row number in the spine source
+    (``row_number``, from 1, in the source's row order).
+    """
 
     source: Identifier
-    keys: list[Identifier] = Field(min_length=1, description="Columns that identify an event.")
-    time: Expression = Field(description="The prediction time (UTC): features see only the past.")
+    keys: list[Identifier] = Field(
+        default_factory=list,
+        description="Columns that identify an event. Omit them to number the events by their "
+        "row in the spine source (a column row_number, in the source's row order).",
+    )
+    time: Expression | None = Field(
+        None,
+        description="The prediction time (UTC): features see only the past. Omit it for a table "
+        "without time (then no asof, aggregate or timed lookup features, and a random or kfold "
+        "split).",
+    )
     label: Expression = Field(description="The outcome to predict.")
-    label_available_at: Expression = Field(
-        description="When the outcome becomes known; rows not yet known are left out of training."
+    label_available_at: Expression | None = Field(
+        None,
+        description="When the outcome becomes known; rows not yet known are left out of "
+        "training. Required with `time`, left out with it.",
     )
     filter: Expression | None = Field(None, description="Keep only the events where this is true.")
 
@@ -184,8 +202,43 @@ class AggregateFeature(_SourceFeature):
     filter: Expression | None = Field(None, description="Aggregate only the rows where this holds.")
 
 
+def _all_or_names(value: Any) -> Any:
+    """One message for both shapes, instead of one per member of the union."""
+    if value == "all" or isinstance(value, list):
+        return value
+    raise ValueError(f"should be 'all' or a list of column names, found {value!r}")
+
+
+class ColumnsFeature(Strict):
+    """Plain features for many columns of the spine source in one entry.
+
+    Each chosen column ``c`` becomes the feature ``{name: c, kind: expr, expr: c}``,
+    categorical when the column is a string. ``columns: all`` takes every column of the spine
+    source except those in ``except``, the spine keys, the columns that ``spine.label``,
+    ``spine.time`` and ``spine.label_available_at`` read, columns known only at availability,
+    timestamp and date columns, and columns that another feature of the same name defines.
+    Expanded when the config is loaded: everything after sees the features one by one.
+    """
+
+    kind: Literal["columns"]
+    columns: Annotated[
+        Literal["all"] | Annotated[list[Identifier], Field(min_length=1)],
+        BeforeValidator(_all_or_names),
+    ] = Field(description="'all', or the list of spine-source columns to use as features.")
+    except_: list[Identifier] = Field(
+        default_factory=list, alias="except", description="Columns to leave out of 'all'."
+    )
+    categorical: CategoricalSpec = Field(
+        default_factory=CategoricalSpec, description="How string columns' levels are learned."
+    )
+
+
 Feature = Annotated[
     ExprFeature | LookupFeature | AsofFeature | AggregateFeature, Field(discriminator="kind")
+]
+FeatureEntry = Annotated[
+    ExprFeature | LookupFeature | AsofFeature | AggregateFeature | ColumnsFeature,
+    Field(discriminator="kind"),
 ]
 SourceFeature = LookupFeature | AsofFeature | AggregateFeature
 
@@ -211,7 +264,10 @@ class ProjectConfig(Strict):
     example_data: ExampleData | None = None
     sources: dict[Identifier, SourceConfig] = Field(min_length=1)
     spine: SpineConfig
-    features: list[Feature] = Field(min_length=1)
+    features: list[FeatureEntry] = Field(
+        min_length=1,
+        description="The features; one `kind: columns` entry stands for many plain ones.",
+    )
     train: TrainConfig | None = Field(None, description="Training, tuning and registration.")
     engine: EngineConfig = Field(
         default_factory=EngineConfig, description="Threads, memory and spill folder for builds."
@@ -223,3 +279,12 @@ class ProjectConfig(Strict):
         default_factory=LogSpec, description="Where predictions and outcomes are stored."
     )
     serve: ServeConfig = Field(default_factory=ServeConfig, description="REST server limits.")
+
+    @property
+    def feature_definitions(self) -> list[Feature]:
+        """The features one by one: loading (``parse_config``) has expanded every
+        ``kind: columns`` entry already."""
+        found: list[Feature] = [f for f in self.features if not isinstance(f, ColumnsFeature)]
+        if len(found) != len(self.features):  # pragma: no cover - a config not from parse_config
+            raise AssertionError("kind: columns entries are expanded by parse_config")
+        return found

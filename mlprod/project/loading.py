@@ -11,7 +11,9 @@ import yaml
 from pydantic import ValidationError
 
 from mlprod.errors import ConfigError, did_you_mean
+from mlprod.project.columns import expand_columns
 from mlprod.project.config import ProjectConfig
+from mlprod.project.timeless import check_times
 
 CONFIG_FILE = "mlprod.yaml"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -25,6 +27,7 @@ _TAGS = {
     "lookup",
     "asof",
     "aggregate",
+    "columns",
     "out_of_time",
     "random",
     "kfold",
@@ -52,9 +55,14 @@ def load_config(folder: Path) -> ProjectConfig:
 
 
 def parse_config(raw: dict[str, Any], file: str = CONFIG_FILE) -> ProjectConfig:
-    """Validate a config mapping; the first problems become one :class:`ConfigError`."""
+    """Validate a config mapping; the first problems become one :class:`ConfigError`.
+
+    Then what needs the whole config: a spine without time is checked (see
+    :mod:`mlprod.project.timeless`) and ``kind: columns`` entries are expanded (see
+    :mod:`mlprod.project.columns`).
+    """
     try:
-        return ProjectConfig.model_validate(raw)
+        config = ProjectConfig.model_validate(raw)
     except ValidationError as exc:
         errors = _drop_misspelt_missing(exc.errors(), raw)
         lines = [_describe(error, raw, file) for error in errors[:5]]
@@ -62,6 +70,8 @@ def parse_config(raw: dict[str, Any], file: str = CONFIG_FILE) -> ProjectConfig:
         if more > 0:
             lines.append(f"... and {more} more problems")
         raise ConfigError("\n".join(dict.fromkeys(lines))) from None
+    check_times(config, file)  # before expanding: its messages count features as the file does
+    return expand_columns(config, file)
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, WithJsonSchema, model_validator
 
+from mlprod.errors import did_you_mean, one_of
 from mlprod.project.base import Duration, Identifier, Strict
+from mlprod.project.model_params import LIGHTGBM_MAIN, PARAMETERS
 
 
 class OutOfTimeSplit(Strict):
@@ -126,9 +128,31 @@ class ModelSpec(Strict):
         default_factory=dict, description="Ranges or lists of choices that tuning explores."
     )
 
+    @model_validator(mode="after")
+    def _known_parameters(self) -> ModelSpec:
+        # A misspelt parameter would be passed on and ignored (LightGBM warns, then trains
+        # with its default) or fail only after the features are built: refuse it here.
+        known = PARAMETERS[self.kind]
+        for section, given in (("params", self.params), ("search", self.search)):
+            for name in given:
+                if name not in known:
+                    # Suggest LightGBM's own name for a parameter before one of its aliases.
+                    hint = did_you_mean(name, LIGHTGBM_MAIN) if self.kind == "lightgbm" else ""
+                    raise ValueError(
+                        f"{section}: unknown {self.kind} parameter '{name}'"
+                        f"{hint or did_you_mean(name, known)}; {_known_names(self.kind, known)}"
+                    )
+        return self
+
     @property
     def label(self) -> str:
         return self.name or self.kind
+
+
+def _known_names(kind: str, known: frozenset[str]) -> str:
+    if kind == "lightgbm":
+        return "see https://lightgbm.readthedocs.io/en/latest/Parameters.html for its parameters"
+    return f"{kind} takes {one_of(known, limit=len(known))}"
 
 
 class TuningConfig(Strict):

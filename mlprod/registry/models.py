@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 HISTORY_TAG = "mlprod.champion_history"
+TEST_FINGERPRINT_TAG = "mlprod.test_fingerprint"  # on each version: which test rows it saw
 HISTORY_LIMIT = 100
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
@@ -68,8 +69,10 @@ def show_model(uri: str, name: str) -> dict[str, Any]:
         model = _registered_model(client, uri, name)
         aliases = _aliases(model)
         versions = []
+        looks: dict[str, int] = {}  # test fingerprint -> versions tested on it so far
         for version in sorted(_versions(client, name), key=lambda v: int(v.version)):
             number = int(version.version)
+            fingerprint = (version.tags or {}).get(TEST_FINGERPRINT_TAG)
             versions.append(
                 {
                     "version": number,
@@ -78,9 +81,13 @@ def show_model(uri: str, name: str) -> dict[str, Any]:
                     "status": version.status,
                     "aliases": sorted(a for a, v in aliases.items() if v == number),
                     "content_hash": (version.tags or {}).get("mlprod.content_hash"),
+                    "test_fingerprint": fingerprint,
+                    "test_set_used_before": looks.get(fingerprint, 0) if fingerprint else None,
                     "metrics": _run_metrics(client, version.run_id),
                 }
             )
+            if fingerprint:
+                looks[fingerprint] = looks.get(fingerprint, 0) + 1
         return {
             "name": model.name,
             "description": model.description or "",
@@ -88,6 +95,25 @@ def show_model(uri: str, name: str) -> dict[str, Any]:
             "champion_history": _history(model),
             "versions": versions,
         }
+
+
+def test_set_looks(uri: str, name: str, fingerprint: str) -> int:
+    """How many versions of ``name`` were tested on the test rows with ``fingerprint``
+    (0 for a model or a store that does not exist yet): each look at a test set makes the
+    next score on it less of a fresh estimate."""
+    if store_is_missing(uri):
+        return 0
+    with _mlflow(uri, f"count the looks at the test set of '{name}'"):
+        client = client_for(uri)
+        try:
+            client.get_registered_model(name)
+        except Exception as exc:
+            if error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return 0
+        return sum(
+            (v.tags or {}).get(TEST_FINGERPRINT_TAG) == fingerprint for v in _versions(client, name)
+        )
 
 
 def promote(uri: str, name: str, version: int, alias: str = CHAMPION) -> dict[str, Any]:

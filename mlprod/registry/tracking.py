@@ -57,6 +57,11 @@ _NOISE = (
 )
 
 
+# Run tags that each model version carries too (the test fingerprint: the registry counts
+# how many versions were tested on the same rows).
+_VERSION_TAGS = ("mlprod.artefact_name", "mlprod.content_hash", "mlprod.test_fingerprint")
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """The MLflow run of a training and the model version it registered."""
@@ -239,7 +244,7 @@ def _register(
         name,
         source,
         run_id=run_id,
-        tags={key: tags[key] for key in ("mlprod.artefact_name", "mlprod.content_hash")},
+        tags={key: tags[key] for key in _VERSION_TAGS if key in tags},
         model_id=model_id,
     )
     if model_id:

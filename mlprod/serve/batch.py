@@ -205,7 +205,7 @@ def _register_requests(
     if isinstance(spec, SourceInput):
         source = spec.name
         time_expr: exp.Expr
-        if source == spine.source and at is None:
+        if source == spine.source and at is None and deployment.graph.timed:
             time_expr = deployment.graph.spine_exprs["time"].copy()
         elif at is not None or source == spine.source:
             time_expr = fixed

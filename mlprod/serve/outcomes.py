@@ -20,6 +20,7 @@ from sqlglot import exp
 from mlprod import sqlparts as sql
 from mlprod.data.sources import connect, open_source
 from mlprod.data.types import ARROW_TYPES
+from mlprod.errors import FeatureError
 from mlprod.features.events import timestamp_literal
 from mlprod.features.graph import FeatureGraph
 from mlprod.serve.predlog import Feedback, PredictionLog
@@ -44,6 +45,12 @@ def compute_outcomes(
     now = now or datetime.now(UTC).replace(tzinfo=None)
     config = graph.config
     spine = config.spine
+    if not graph.timed or graph.numbered:
+        missing = "spine.label_available_at" if not graph.timed else "spine.keys"
+        raise FeatureError(
+            f"outcomes find each logged prediction's row by its keys and take its label once "
+            f"known, but {missing} is not declared in mlprod.yaml"
+        )
     logged = log.predictions()
     waiting = logged.filter(pa.compute.is_null(logged.column("label")))
     if waiting.num_rows == 0:

@@ -204,6 +204,12 @@ def _sample_events(
         raise FeatureError(f"the parity sample must be at least 1 event, got {sample}")
     graph = deployment.graph
     spine = deployment.config.spine
+    if not graph.timed or graph.numbered:
+        missing = "spine.time" if not graph.timed else "spine.keys"
+        raise FeatureError(
+            f"parity replays the spine's events at their time by their keys, but {missing} "
+            "is not declared in mlprod.yaml"
+        )
     columns = MatrixCompiler(graph).event_columns(deployment.features)
     time_expr = sql.timestamp(graph.spine_exprs["time"].copy())
     conditions: list[exp.Expr] = [exp.not_(exp.Is(this=time_expr.copy(), expression=exp.null()))]

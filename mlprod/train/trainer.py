@@ -10,7 +10,7 @@ import hashlib
 import json
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ from mlprod.artefact import (
 )
 from mlprod.errors import TrainError
 from mlprod.evaluate.metrics import compare_to_baseline
-from mlprod.evaluate.report import ReportData, Scores, render_report
+from mlprod.evaluate.report import LEFT_OUT, ReportData, Scores, render_report, test_set_used
 from mlprod.features.graph import FeatureGraph
 from mlprod.features.matrix import Matrix
 from mlprod.features.requests import request_fields
@@ -39,8 +39,16 @@ from mlprod.project.config import ExprFeature, ProjectConfig
 from mlprod.project.training import ModelSpec, TrainConfig
 from mlprod.train.calibration import choose_calibration
 from mlprod.train.candidates import Candidate, fit_candidates, labels
+from mlprod.train.leaks import leak_warnings
 from mlprod.train.splits import Fold, SplitData, split_matrix
-from mlprod.train.value import check_values, choose_threshold, outcome_values
+from mlprod.train.value import (
+    F1_RULE,
+    VALUE_RULE,
+    check_values,
+    choose_threshold,
+    f1_threshold,
+    outcome_values,
+)
 
 BASELINE = "baseline_raw_columns"
 
@@ -55,6 +63,9 @@ class TrainedModel:
     leaderboard: list[dict[str, Any]]
     params: dict[str, Any]
     tags: dict[str, str]
+    warnings: list[str]
+    test_fingerprint: str
+    test_looks_before: int
 
 
 def train_pipeline(
@@ -63,8 +74,14 @@ def train_pipeline(
     matrix: Matrix,
     store: Path,
     progress: ProgressCallback = NO_PROGRESS,
+    test_looks: Callable[[str], int] | None = None,
 ) -> TrainedModel:
-    """Train, choose and evaluate; write the artefact under ``store/models``."""
+    """Train, choose and evaluate; write the artefact under ``store/models``.
+
+    ``test_looks`` says how many registered versions were already tested on the test rows
+    with a given fingerprint (the registry knows; by default none): the report says so, as
+    a second look at the same test rows is no longer a fresh estimate.
+    """
     train_config = config.train
     if train_config is None:
         raise TrainError("mlprod.yaml has no 'train' section; add one to train a model")
@@ -79,6 +96,7 @@ def train_pipeline(
         if n.feature.categorical is not None and n.name in features
     }
     fingerprint = matrix_fingerprint(matrix.table)
+    warnings = leak_warnings(split.train, split.valid, features)
     objective = tuning_objective(graph, fingerprint, features, train_config)
     candidates = fit_candidates(
         config.name,
@@ -98,13 +116,25 @@ def train_pipeline(
     valid_scores = (
         calibrator.transform(best.valid_scores) if calibrator is not None else best.valid_scores
     )
-    threshold = 0.5
     valid_worth = outcome_values(value, split.valid) if value is not None else None
     if valid_worth is not None:
         threshold, _ = choose_threshold(y_valid, valid_scores, valid_worth)
-    baseline = _baseline(config.name, train_config, graph, features, split.folds, store)
+        rule = VALUE_RULE
+    else:
+        threshold, rule = f1_threshold(y_valid, valid_scores), F1_RULE
+    baseline, baseline_name = _baseline(
+        config.name, train_config, graph, features, split.folds, store
+    )
 
     test = split.test.open("final evaluation")
+    test_fingerprint = rows_fingerprint(test, list(graph.config.spine.keys))
+    looks_before = test_looks(test_fingerprint) if test_looks is not None else 0
+    if looks_before:
+        warnings.append(
+            f"{test_set_used(looks_before)}: "
+            f"earlier versions were tested on these {test.num_rows:,} test rows (fingerprint "
+            f"{test_fingerprint}), so this test score is not a fresh estimate"
+        )
     y_test = labels(test)
     test_worth = outcome_values(value, test) if value is not None else None
     pipeline = FittedPipeline(
@@ -135,6 +165,7 @@ def train_pipeline(
                 validation=Scores(y_valid, valid_scores, valid_worth),
                 test=Scores(y_test, test_scores, test_worth),
                 threshold=threshold,
+                threshold_rule=rule,
                 value=value,
                 importance=best.scorer.importance(),
                 leaderboard=leaderboard,
@@ -142,13 +173,16 @@ def train_pipeline(
                     y_test,
                     test_scores,
                     baseline_scores,
-                    name=f"LightGBM on the spine's own columns "
-                    f"({len(baseline_features(graph, features))} features)",
+                    name=baseline_name,
                     seed=train_config.seed,
                     split="test",
                 ),
-                notes=[],
+                notes=graph.notes(),
                 folds=_fold_rows(split, best.valid_scores),
+                warnings=warnings,
+                left_out=left_out(matrix.events),
+                test_fingerprint=test_fingerprint,
+                test_looks_before=looks_before,
             ),
             report,
         )
@@ -160,11 +194,35 @@ def train_pipeline(
     params = {
         "model": best.name,
         "threshold": threshold,
+        "threshold_rule": rule,
         "calibration": getattr(calibrator, "method_", "none"),
         **{f"{best.name}.{k}": v for k, v in best.params.items()},
     }
     tags = {key: str(value) for key, value in lineage.items() if not isinstance(value, dict)}
-    return TrainedModel(pipeline, artefact, metrics, leaderboard, params, tags)
+    return TrainedModel(
+        pipeline,
+        artefact,
+        metrics,
+        leaderboard,
+        params,
+        tags,
+        warnings,
+        test_fingerprint,
+        looks_before,
+    )
+
+
+def left_out(events: dict[str, int]) -> dict[str, int]:
+    """How many spine events the matrix left out, by reason (``LEFT_OUT``)."""
+    return {reason: int(events.get(reason, 0)) for reason in LEFT_OUT}
+
+
+def rows_fingerprint(table: pa.Table, keys: list[str]) -> str:
+    """A hash of which rows a table holds (keys, prediction time, label): the same test rows
+    give the same fingerprint whatever features a version computes for them."""
+    wanted = [*keys, "prediction_time", "label"]
+    columns = [name for name in dict.fromkeys(wanted) if name in table.column_names]
+    return matrix_fingerprint(table.select(columns))
 
 
 def tuning_objective(
@@ -219,16 +277,30 @@ def _baseline(
     features: list[str],
     folds: Sequence[Fold],
     store: Path,
-) -> Candidate:
-    """LightGBM on the row expressions of the spine alone: no lookups, as-of joins or aggregates."""
+) -> tuple[Candidate, str]:
+    """A model of the row expressions of the spine alone (no lookups, as-of joins or
+    aggregates), with the name the report gives it.
+
+    LightGBM, unless the features are the spine's own columns and nothing else: then it
+    would compare the model with itself, and an L2-regularised logistic regression on the
+    same columns is the baseline instead.
+    """
     raw = baseline_features(graph, features)
     if not raw:
         raise TrainError("the baseline needs at least one row-expression feature of the spine")
     categorical = {n: spec for n in raw if (spec := graph.nodes[n].feature.categorical) is not None}
-    baseline = config.model_copy(
-        update={"models": [ModelSpec(kind="lightgbm", name=BASELINE)], "tuning": config.tuning}
-    )
-    return fit_candidates(project, baseline, raw, categorical, folds, store)[0]
+    count = f"{len(raw)} {'feature' if len(raw) == 1 else 'features'}"
+    if len(raw) == len(features):
+        model = ModelSpec(kind="logistic", name=BASELINE, params={"penalty": "l2", "C": 1.0})
+        name = (
+            f"logistic regression (L2, C=1) on the spine's own columns ({count}; the model "
+            "reads only these, so LightGBM on them would compare it with itself)"
+        )
+    else:
+        model = ModelSpec(kind="lightgbm", name=BASELINE)
+        name = f"LightGBM on the spine's own columns ({count})"
+    baseline = config.model_copy(update={"models": [model], "tuning": config.tuning})
+    return fit_candidates(project, baseline, raw, categorical, folds, store)[0], name
 
 
 def baseline_features(graph: FeatureGraph, features: list[str]) -> list[str]:

@@ -62,3 +62,24 @@ def expected_value(
 ) -> float:
     """The total value of acting on the rows with ``score >= threshold``."""
     return value_at(y, score, threshold, value)
+
+
+# How the threshold was chosen, as the report and the summary say it.
+VALUE_RULE = "the highest total value on validation (train.value)"
+F1_RULE = "maximum F1 on validation (no train.value section)"
+
+
+def f1_threshold(y: npt.ArrayLike, score: npt.ArrayLike) -> float:
+    """The validation threshold with the highest F1: without a value matrix, a fixed 0.5
+    flags no row when positives are rare and scores are calibrated to their rate.
+
+    Ties go to the higher threshold: acting on fewer rows for the same F1.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(y, score)
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+    best = np.flatnonzero(f1 == f1.max())[-1]
+    return float(thresholds[best])
