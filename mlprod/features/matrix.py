@@ -128,7 +128,7 @@ def build_matrix(
             check_null_rate_jump(folder / config.store, profiles[name], config.sources[name])
             task.advance()
         task.finish("sources read and checked")
-        _check_lookups_unique(con, graph, nodes)
+        _check_lookups_unique(con, nodes)
         _check_spine_keys_unique(con, graph)
         compiler = MatrixCompiler(graph)
         events = _event_counts(con, training, as_of)
@@ -346,9 +346,7 @@ def _source_of(node: Node) -> str | None:
     return None if isinstance(node.feature, ExprFeature) else node.feature.source
 
 
-def _check_lookups_unique(
-    con: duckdb.DuckDBPyConnection, graph: FeatureGraph, nodes: list[Node]
-) -> None:
+def _check_lookups_unique(con: duckdb.DuckDBPyConnection, nodes: list[Node]) -> None:
     """A lookup joins at most one row per key; duplicates would multiply training rows.
 
     Also when the source's rows have availability times: a key whose row changes over time is

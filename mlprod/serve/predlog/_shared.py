@@ -122,6 +122,25 @@ def _utc_naive(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
+def _filters(
+    model_name: str | None,
+    since: datetime | None,
+    placeholder: str,
+    time: Callable[[datetime], Any],
+) -> tuple[str, list[Any]]:
+    """The WHERE condition and parameters of ``predictions``: the backends differ only in
+    their placeholder and in how a time is passed."""
+    where: list[str] = ["TRUE"]
+    params: list[Any] = []
+    if model_name is not None:
+        where.append(f"p.model_name = {placeholder}")
+        params.append(model_name)
+    if since is not None:
+        where.append(f"p.predicted_at >= {placeholder}")
+        params.append(time(_utc_naive(since)))
+    return " AND ".join(where), params
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 

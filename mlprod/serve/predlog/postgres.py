@@ -24,6 +24,7 @@ from mlprod.serve.predlog._shared import (
     FeedbackResult,
     PredictionRecord,
     _duplicate_message,
+    _filters,
     _newer_schema,
     _PerThread,
     _plan_feedback,
@@ -221,15 +222,8 @@ class PostgresPredictionLog:
         since: datetime | None = None,
         limit: int | None = None,
     ) -> pa.Table:
-        where: list[str] = ["TRUE"]
-        params: list[Any] = []
-        if model_name is not None:
-            where.append("p.model_name = %s")
-            params.append(model_name)
-        if since is not None:
-            where.append("p.predicted_at >= %s")
-            params.append(_utc_naive(since))
-        query = self._q(_PG_SELECT, where=sql.SQL(" AND ".join(where)))
+        where, params = _filters(model_name, since, "%s", lambda t: t)
+        query = self._q(_PG_SELECT, where=sql.SQL(where))
         with self._errors("reading"):
             rows = self._read(query, [*params, limit])
         return _table(reversed(rows))

@@ -29,6 +29,7 @@ from mlprod.serve.predlog._shared import (
     FeedbackResult,
     PredictionRecord,
     _duplicate_message,
+    _filters,
     _newer_schema,
     _PerThread,
     _plan_feedback,
@@ -176,16 +177,9 @@ class SqlitePredictionLog:
         since: datetime | None = None,
         limit: int | None = None,
     ) -> pa.Table:
-        where: list[str] = ["TRUE"]
-        params: list[Any] = []
-        if model_name is not None:
-            where.append("p.model_name = ?")
-            params.append(model_name)
-        if since is not None:
-            where.append("p.predicted_at >= ?")
-            params.append(_text_time(_utc_naive(since)))
+        where, params = _filters(model_name, since, "?", _text_time)
         query = (
-            f"{_SQLITE_SELECT} WHERE {' AND '.join(where)} "
+            f"{_SQLITE_SELECT} WHERE {where} "
             "ORDER BY p.predicted_at DESC, p.prediction_id DESC LIMIT ?"
         )
         with self._errors("reading"):
