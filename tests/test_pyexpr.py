@@ -392,7 +392,7 @@ def tolerated(error: str, status: str, duck_value: Any) -> bool:
     """
     if "online evaluation covers the years 1 to 9999" in error:
         return True
-    faults = ("out of range", "overflows", "by zero")
+    faults = ("out of range", "overflows", "by zero", "cannot cast")
     return status == "value" and duck_value is None and any(f in error for f in faults)
 
 
