@@ -1,6 +1,6 @@
 """Benchmark: mlprod's REST server against its speed limit and its peer, and batch scoring.
 
-Three servers run on loopback, one after another, each as a subprocess and measured the same way:
+Five servers run on loopback, one after another, each as a subprocess and measured the same way:
 
 1. **mlprod**: ``mlprod serve --model NAME@ALIAS``, sent ``POST /predict?at=2013-07-15T17:00:00``
    with one real record of the request fields (the first spine row whose prediction time is
@@ -16,6 +16,13 @@ Three servers run on loopback, one after another, each as a subprocess and measu
    *precomputed* features as ``{"dataframe_records": [row]}``, the row computed by the batch
    path (``computed_features`` on a one-row Parquet file). Its answer must equal mlprod's
    score within 1e-9 before anything is timed, so both serve the same model.
+
+4. **mlprod experiment** and **mlprod shadow** (issue 11): ``mlprod serve`` of a copy of the
+   project (same data, registry and online store; its own prediction log) with a ``deploy:``
+   section: ``--model`` and ``--challenger`` at 50/50 assigned at random per request, and
+   ``--model`` answering with ``--challenger`` as a shadow scored after the answer. The
+   challenger defaults to the model itself, which measures what routing and shadowing cost;
+   name another version to include its own cost. Reported as ratios to mlprod's figures.
 
 For each server: a warm-up, then sequential latency (p50, p99) over ``--requests`` requests
 through one keep-alive ``http.client.HTTPConnection`` (the cheapest Python client), then
@@ -72,6 +79,7 @@ import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 from results_md import RESULTS_MD, write_section
 from sqlglot import exp
 
@@ -99,6 +107,8 @@ TARGETS = {
     "bare": "throughput >= 50% of bare",
     "mlflow": "throughput >= 3x MLflow",
     "batch": "scoring step >= 80% of raw predict",
+    "experiment": "50/50 experiment p50 <= 1.1x single model",
+    "shadow": "with a shadow p99 <= 1.3x single model",
 }
 
 
@@ -539,6 +549,7 @@ def servers(inputs: Inputs, project: Project, args: argparse.Namespace) -> list[
             lambda answer: float(answer["predictions"][0]["score"]),
             inputs.score,
         ),
+        *routed_servers(inputs, project, args, env),
         Server(
             "bare",
             [
@@ -567,6 +578,58 @@ def servers(inputs: Inputs, project: Project, args: argparse.Namespace) -> list[
             inputs.score,
         ),
     ]
+
+
+def routed_servers(
+    inputs: Inputs, project: Project, args: argparse.Namespace, env: dict[str, str]
+) -> list[Server]:
+    """``mlprod serve`` of two copies of the project, each with a ``deploy:`` section and a
+    prediction log of its own: a 50/50 experiment, and the model with a shadow."""
+    base = yaml.safe_load((project.folder / "mlprod.yaml").read_text())
+    control = {"name": "control", "model": args.model}
+    challenger = {"name": "challenger", "model": args.challenger or args.model}
+    deploys = {
+        "mlprod experiment": {
+            "experiment": "bench-ab",
+            "variants": [{**control, "weight": 50}, {**challenger, "weight": 50}],
+        },
+        "mlprod shadow": {
+            "experiment": "bench-shadow",
+            "variants": [control],
+            "shadows": [challenger],
+        },
+    }
+    found: list[Server] = []
+    for name, deploy in deploys.items():
+        folder = args.tmp / name.replace(" ", "-")
+        folder.mkdir()
+        for entry in project.folder.iterdir():
+            if entry.name != "mlprod.yaml":
+                (folder / entry.name).symlink_to(entry.resolve())
+        config = {**base, "deploy": deploy, "log": {"path": "routed-log/predictions.sqlite"}}
+        (folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        found.append(
+            Server(
+                name,
+                [
+                    *(sys.executable, "-c", MLPROD_CLI, "serve", "--project", str(folder)),
+                    *("--port", "{port}"),
+                ],
+                env,
+                "/health",
+                f"/predict?at={AT.isoformat()}",
+                json.dumps(inputs.record).encode(),
+                partial(control_score, inputs.score),
+                inputs.score,
+            )
+        )
+    return found
+
+
+def control_score(expected: float, answer: Any) -> float:
+    """The score of an answer of the control; a challenger's (another model) counts as right."""
+    prediction = answer["predictions"][0]
+    return float(prediction["score"]) if prediction["variant"] == "control" else expected
 
 
 # --- batch scoring -----------------------------------------------------------------------------
@@ -766,6 +829,10 @@ def report(
         "LightGBM booster on a ready encoded row (`num_threads=1`)",
         "mlflow": f"the peer: `mlflow models serve` ({args.mlflow_workers} worker), "
         "`dataframe_records` of precomputed features, the same artefact as a pyfunc",
+        "mlprod experiment": f"as mlprod, in a 50/50 experiment of {args.model} and "
+        f"{args.challenger or args.model} (random assignment); logged with experiment and variant",
+        "mlprod shadow": f"as mlprod, with {args.challenger or args.model} as a shadow scored "
+        "after the answer (batched, one thread) and logged with `served=false`",
     }
     for name, m in results.items():
         lines.append(
@@ -795,6 +862,26 @@ def report(
             f"| {TARGETS['batch']} | {batch.ratio:.0%} of raw predict's rows/s "
             f"| {verdict(batch.ratio >= 0.8)} |"
         )
+    experiment, shadow = results.get("mlprod experiment"), results.get("mlprod shadow")
+    if experiment is not None and shadow is not None:
+        p50 = experiment.percentile(50) / mlprod.percentile(50)
+        p99 = shadow.percentile(99) / mlprod.percentile(99)
+        lines += [
+            f"| {TARGETS['experiment']} | {p50:.2f}x | {verdict(p50 <= 1.1)} |",
+            f"| {TARGETS['shadow']} | {p99:.2f}x | {verdict(p99 <= 1.3)} |",
+            "",
+            "### A/B tests and shadows, as ratios to mlprod with one model",
+            "",
+            "| server | p50 | p99 | req/s | server CPU per request |",
+            "|---|---:|---:|---:|---:|",
+            *[
+                f"| {m.name} | {m.percentile(50) / mlprod.percentile(50):.2f}x "
+                f"| {m.percentile(99) / mlprod.percentile(99):.2f}x "
+                f"| {m.load.requests_per_second / mlprod.load.requests_per_second:.2f}x "
+                f"| {m.load.cpu_ms_per_request / mlprod.load.cpu_ms_per_request:.2f}x |"
+                for m in (experiment, shadow)
+            ],
+        ]
     total = sum(steps[k] for k in ("parse", "features", "table", "score", "log"))
     names = {
         "parse": "parse and check the record (`service.parser.parse`)",
@@ -851,6 +938,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=ROOT / "examples" / "flights")
     parser.add_argument("--model", default="flights@latest", help="NAME@ALIAS or NAME/VERSION")
+    parser.add_argument(
+        "--challenger", default=None, help="of the 50/50 and shadow servers (default: --model)"
+    )
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests timed")
     parser.add_argument("--warmup", type=int, default=200, help="untimed requests first")
     parser.add_argument("--connections", type=int, default=16)

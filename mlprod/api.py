@@ -8,39 +8,40 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
+from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from mlprod.data.baselines import save_baselines
-from mlprod.data.online_store import OnlineStore, open_online_store
 from mlprod.data.sources import explain_unknown_column
 from mlprod.errors import UnknownColumnError
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.events import TrainingEvents
-from mlprod.features.files import matrix_path, write_matrix
 from mlprod.features.graph import FeatureGraph
-from mlprod.features.ingest import IngestSummary, materialize, push
-from mlprod.features.matrix import Matrix, build_matrix
-from mlprod.features.matrix import StepTime as StepTime  # part of BuildSummary, for the CLI
-from mlprod.features.online_plan import plan_online
 from mlprod.features.typecheck import check_types
 from mlprod.progress import NO_PROGRESS, ProgressCallback
 from mlprod.project.config import ProjectConfig
 from mlprod.project.loading import load_config
-from mlprod.registry.tracking import log_training_run, tracking_uri_for
-from mlprod.serve.batch import BatchSummary, score_batch
-from mlprod.serve.deployment import Deployment, parse_model_reference
-from mlprod.serve.outcomes import OutcomeSummary, compute_outcomes
-from mlprod.serve.parity import ParityReport, check_parity
-from mlprod.serve.predlog import PredictionLog, open_prediction_log
-from mlprod.serve.service import OnlineService
+
+if TYPE_CHECKING:  # Arrow, the matrix builder and the deployment stack: imported when used
+    import pandas as pd
+    import pyarrow as pa
+
+    from mlprod.data.online_store import OnlineStore
+    from mlprod.features.ingest import IngestSummary
+    from mlprod.features.matrix import Matrix
+    from mlprod.features.matrix import StepTime as StepTime  # in BuildSummary, for the CLI
+    from mlprod.serve.batch import BatchSummary
+    from mlprod.serve.deployment import Deployment
+    from mlprod.serve.outcomes import OutcomeSummary
+    from mlprod.serve.parity import ParityReport
+    from mlprod.serve.predlog import PredictionLog
+    from mlprod.serve.service import OnlineService
 
 FAR_FUTURE = datetime(9999, 1, 1)
 
@@ -142,7 +143,7 @@ class Project:
 
         Returns each feature's SQL type, found by binding its query to the contracts' types.
         """
-        return check_types(self.graph, TrainingEvents(self.graph, self.values))
+        return check_types(self.graph, TrainingEvents(self.graph, self.values), self.folder)
 
     @property
     def store(self) -> Path:
@@ -150,6 +151,8 @@ class Project:
 
     @property
     def matrix_path(self) -> Path:
+        from mlprod.features.files import matrix_path
+
         return matrix_path(self.store)
 
     def feature_sql(self, name: str | None = None, as_of: datetime | None = None) -> str:
@@ -166,6 +169,8 @@ class Project:
         progress: ProgressCallback = NO_PROGRESS,
     ) -> Matrix:
         """Build the training matrix in memory, with its lineage and statistics."""
+        from mlprod.features.matrix import build_matrix
+
         return build_matrix(self.folder, self.graph, as_of, features, progress, self.values)
 
     def build_features(
@@ -187,6 +192,8 @@ class Project:
         is compared with.
         """
         matrix = self.build_matrix(as_of, features, progress)
+        from mlprod.features.files import matrix_path
+
         return self._write_matrix(matrix, matrix_path(self.store, subset=features is not None))
 
     def train(
@@ -203,6 +210,8 @@ class Project:
         return self._write_matrix(matrix, self.matrix_path), self._train(matrix, progress)
 
     def tracking_uri(self) -> str:
+        from mlprod.registry.tracking import tracking_uri_for
+
         configured = self.config.train.tracking_uri if self.config.train else None
         return tracking_uri_for(self.store, configured)
 
@@ -211,7 +220,7 @@ class Project:
         train = self.config.train
         return (train.registry_name if train else None) or self.config.name
 
-    def evaluation(self, version: str = "latest") -> dict[str, Any]:
+    def evaluation(self, version: str | int = "latest") -> dict[str, Any]:
         """A registered version's evaluation: its metrics and where its report is.
 
         ``version`` (a number, an alias or 'latest') is answered with the number it stands
@@ -228,6 +237,13 @@ class Project:
             "report_path": str(found.path / "report.html"),
             **metrics,
         }
+
+    def evaluation_charts(self, version: str | int = "latest") -> dict[str, bytes]:
+        """The charts of a registered version's evaluation report as PNG images, by title
+        ("ROC curves", "Calibration curves", ...): the report's own pictures, to show where
+        the HTML page is not at hand (``IPython.display.Image(png)`` in a notebook)."""
+        report = Path(self.evaluation(version)["report_path"])
+        return report_charts(report.read_text(encoding="utf-8"))
 
     def reproduce(
         self,
@@ -268,6 +284,8 @@ class Project:
     def deployment(self, model: str | None = None) -> Deployment:
         """A registered version, loaded and verified: ``NAME@ALIAS`` or ``NAME/VERSION``
         (default: this project's model at alias ``champion``)."""
+        from mlprod.serve.deployment import Deployment, parse_model_reference
+
         reference = parse_model_reference(model or f"{self.registry_name}@champion")
         return Deployment.load(self.folder, self.tracking_uri(), reference)
 
@@ -282,15 +300,51 @@ class Project:
     ) -> BatchSummary:
         """Score every row of ``input`` with its features as of its prediction time; write
         keys, prediction time, score, decision, model and run id to ``output`` at once."""
+        from mlprod.serve.batch import score_batch
+
         return score_batch(self.deployment(model), input, output, at, run_id, progress)
+
+    def predict(
+        self,
+        rows: pa.Table | pd.DataFrame,
+        model: str | None = None,
+        at: datetime | None = None,
+    ) -> pa.Table:
+        """Score request rows held in memory, as ``score`` scores a file: each row's features
+        as of its ``prediction_time`` column (else ``at``, else now). Returns, in the rows'
+        order, the keys, ``prediction_time``, ``score`` (a probability), ``decision``,
+        ``model_name``, ``model_version`` and ``scored_at``."""
+        import tempfile
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from mlprod.errors import ScoreIOError
+        from mlprod.serve.batch import score_batch
+
+        if not isinstance(rows, pa.Table):
+            rows = pa.Table.from_pandas(rows, preserve_index=False)
+        with tempfile.TemporaryDirectory(prefix="mlprod-predict-") as scratch:
+            requests, scores = Path(scratch, "requests.parquet"), Path(scratch, "scores.parquet")
+            pq.write_table(rows, requests)
+            try:
+                score_batch(self.deployment(model), str(requests), str(scores), at)
+            except ScoreIOError as exc:  # a missing field: name the rows, not the scratch file
+                raise ScoreIOError(str(exc).replace(str(requests), "rows")) from None
+            scored = pq.read_table(scores)
+        return scored.drop_columns(["run_id"])  # the run of a throwaway file
 
     def online_store(self) -> OnlineStore:
         """The configured online store (``online:``; default a SQLite file in the store)."""
+        from mlprod.data.online_store import open_online_store
+
         spec = self.config.online
         return open_online_store(spec, self.folder, spec.namespace or self.config.name)
 
     def prediction_log(self) -> PredictionLog:
         """The configured prediction log (``log:``; default a SQLite file in the store)."""
+        from mlprod.serve.predlog import open_prediction_log
+
         return open_prediction_log(self.config.log, self.folder)
 
     def materialize(
@@ -301,6 +355,9 @@ class Project:
     ) -> IngestSummary:
         """Fill the online store with what the model's features read, as of ``as_of``
         (default now): every source row available strictly before then."""
+        from mlprod.features.ingest import materialize
+        from mlprod.features.online_plan import plan_online
+
         deployment = self.deployment(model)
         plan = plan_online(deployment.graph, deployment.features)
         store = self.online_store()
@@ -318,6 +375,9 @@ class Project:
         progress: ProgressCallback = NO_PROGRESS,
     ) -> IngestSummary:
         """Apply new events of ``source`` to the online store (each event once)."""
+        from mlprod.features.ingest import push
+        from mlprod.features.online_plan import plan_online
+
         deployment = self.deployment(model)
         plan = plan_online(deployment.graph, deployment.features)
         store = self.online_store()
@@ -335,12 +395,16 @@ class Project:
     ) -> ParityReport:
         """Replay ``sample`` historical events through the online path and the batch path
         and compare every feature value and score."""
+        from mlprod.serve.parity import check_parity
+
         return check_parity(
             self.deployment(model), sample, seed, online_spec=self.config.online, progress=progress
         )
 
     def outcomes(self, now: datetime | None = None) -> OutcomeSummary:
         """Label logged predictions whose outcome the spine's sources now know."""
+        from mlprod.serve.outcomes import compute_outcomes
+
         log = self.prediction_log()
         try:
             return compute_outcomes(self.folder, self.graph, log, now)
@@ -349,6 +413,8 @@ class Project:
 
     def service(self, model: str | None = None) -> OnlineService:
         """The live scoring service of a model: online features, scoring, prediction log."""
+        from mlprod.serve.service import OnlineService
+
         deployment = self.deployment(model)
         return OnlineService(
             deployment,
@@ -359,6 +425,7 @@ class Project:
 
     def _train(self, matrix: Matrix, progress: ProgressCallback) -> TrainSummary:
         from mlprod.registry.models import test_set_looks
+        from mlprod.registry.tracking import log_training_run
         from mlprod.train.trainer import train_pipeline  # the training stack, only when used
 
         uri, name = self.tracking_uri(), self.registry_name
@@ -416,7 +483,11 @@ class Project:
     def _write_matrix(self, matrix: Matrix, path: Path) -> BuildSummary:
         metadata = matrix.metadata(self.graph)
         metadata["path"] = str(path)
+        from mlprod.data.baselines import save_baselines
+        from mlprod.features.files import write_matrix
+
         meta_path = write_matrix(path, matrix.table, metadata)
+
         save_baselines(self.store, list(matrix.sources.values()))
         return BuildSummary(
             matrix.table.num_rows,
@@ -435,3 +506,28 @@ def describe_difference(difference: dict[str, Any]) -> str:
     from mlprod.train.reproduce import describe
 
     return describe(difference)
+
+
+def report_charts(page: str) -> dict[str, bytes]:
+    """The PNG charts embedded in an evaluation report's HTML, by their ``alt`` text."""
+    images = _EmbeddedImages()
+    images.feed(page)
+    images.close()
+    return images.charts
+
+
+class _EmbeddedImages(HTMLParser):
+    """Collects ``<img alt="..." src="data:image/png;base64,...">``, as the report embeds."""
+
+    PREFIX = "data:image/png;base64,"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charts: dict[str, bytes] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        source = found.get("src") or ""
+        if tag == "img" and source.startswith(self.PREFIX):
+            title = found.get("alt") or f"chart {len(self.charts) + 1}"
+            self.charts[title] = base64.b64decode(source.removeprefix(self.PREFIX))

@@ -631,11 +631,39 @@ def models_rollback(
         console.print(f"{name}@champion -> version {moved.get('version')}", highlight=False)
 
 
-# The deployment commands live in their own module; importing it registers them on `app`.
-from mlprod import cli_deploy  # noqa: E402, F401
+# These commands live in their own modules; importing them registers them on `app`.
+from mlprod import cli_deploy, cli_experiment, cli_init, cli_rollout  # noqa: E402, F401
+
+
+def main() -> None:
+    """The ``mlprod`` command. A usage mistake (an unknown option, a value that does not parse)
+    is one line on stderr and exit code 2, like every other error, not a framed usage box."""
+    try:
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # pragma: no cover - typer before it shipped its own click
+        from click.exceptions import (  # type: ignore[assignment]
+            ClickException,
+            NoArgsIsHelpError,
+        )
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()  # `mlprod` alone: the help
+        raise SystemExit(exc.exit_code) from None
+    except ClickException as exc:
+        context = getattr(exc, "ctx", None)
+        command = context.command_path if context is not None else "mlprod"
+        errors.print(
+            f"[red]error:[/red] {escape(exc.format_message())} (see {command} --help)",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise SystemExit(exc.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
 
 if __name__ == "__main__":  # pragma: no cover
     # Run as a script, this module is __main__; the commands are registered on mlprod.cli.
-    from mlprod.cli import app as registered
+    from mlprod.cli import main as registered
 
     registered()

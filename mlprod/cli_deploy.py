@@ -6,10 +6,12 @@ A thin shell over :mod:`mlprod.api`, registered on the main command by :mod:`mlp
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
     from mlprod.api import Project
     from mlprod.serve.parity import ParityReport
+    from mlprod.serve.routing.router import RoutedService
     from mlprod.serve.service import OnlineService
 
 Model = Annotated[
@@ -208,14 +211,22 @@ def serve(
     project: ProjectDir = Path("."),
     debug: Debug = False,
 ) -> None:
-    """Serve the model over HTTP: /predict, /invocations, /v2 (KServe), /docs, /metrics."""
+    """Serve the model over HTTP: /predict, /invocations, /v2 (KServe), /docs, /metrics.
+
+    With a ``deploy:`` section (and no --model), serve its experiment: the variants by weight,
+    the shadows after each answer."""
     import uvicorn
 
+    from mlprod.serve.routing.router import RoutedService
+
     loaded = _run(debug, lambda: _load(project))
-    service = _run(debug, lambda: loaded.service(model))  # refuses a bad artefact at start
+    routed = model is None and loaded.config.deploy is not None
+    # Refuses a bad artefact at start.
+    service = _run(debug, lambda: _routed_service(loaded) if routed else loaded.service(model))
     version = f"{service.model_name}/{service.model_version}"
+    what = _describe_routing(service) if isinstance(service, RoutedService) else version
     console.print(
-        f"serving {version} on http://{host}:{port} (docs: http://{host}:{port}/docs)"
+        f"serving {what} on http://{host}:{port} (docs: http://{host}:{port}/docs)"
         + (f" with {workers} workers" if workers > 1 else ""),
         highlight=False,
     )
@@ -224,9 +235,10 @@ def serve(
         run(_app(loaded, service))
         return
     service.close()
-    # Every worker serves the version resolved here, even if the alias moves meanwhile.
     os.environ[_WORKER_PROJECT] = str(loaded.folder.resolve())
-    os.environ[_WORKER_MODEL] = version
+    # Every worker serves the version resolved here, even if the alias moves meanwhile; an
+    # experiment's workers each resolve its references (the routing store keeps them in step).
+    os.environ[_WORKER_MODEL] = "" if routed else version
     run("mlprod.cli_deploy:worker_app", factory=True, workers=workers)
 
 
@@ -235,16 +247,81 @@ _WORKER_MODEL = "MLPROD_SERVE_MODEL"
 
 
 def worker_app() -> FastAPI:
-    """The app of one ``serve --workers`` process, from what the parent resolved."""
+    """The app of one ``serve --workers`` process, from what the parent resolved (no model:
+    the project's experiment)."""
     loaded = _load(Path(os.environ[_WORKER_PROJECT]))
-    return _app(loaded, loaded.service(os.environ[_WORKER_MODEL]))
+    model = os.environ[_WORKER_MODEL]
+    return _app(loaded, loaded.service(model) if model else _routed_service(loaded))
 
 
-def _app(loaded: Project, service: OnlineService) -> FastAPI:
+def _routed_service(loaded: Project) -> RoutedService:
+    """The experiment of the project's ``deploy:`` section, on its online store and log."""
+    from mlprod.serve.routing.policy import policy_from_config
+    from mlprod.serve.routing.router import open_routed_service
+
+    assert loaded.config.deploy is not None
+    return open_routed_service(
+        policy_from_config(loaded.config.deploy),
+        loaded.folder,
+        loaded.tracking_uri(),
+        loaded.online_store(),
+        loaded.prediction_log(),
+        loaded.config.serve.max_records,
+    )
+
+
+def _describe_routing(service: RoutedService) -> str:
+    policy = service.policy
+    total = sum(v.weight for v in policy.variants)
+    served = ", ".join(f"{v.name} {v.model} {100 * v.weight / total:.0f}%" for v in policy.variants)
+    shadows = "".join(f"; shadow {v.name} {v.model}" for v in policy.shadows)
+    return f"experiment {policy.experiment} ({served}{shadows})"
+
+
+def _app(loaded: Project, service: OnlineService | RoutedService) -> FastAPI:
     from mlprod.serve.app import create_app
+    from mlprod.serve.routing.router import RoutedService
 
     limits = loaded.config.serve
-    return create_app(service, max_records=limits.max_records, max_body_bytes=limits.max_body_bytes)
+    if not isinstance(service, RoutedService):
+        return create_app(
+            service, max_records=limits.max_records, max_body_bytes=limits.max_body_bytes
+        )
+    from mlprod.serve.routing.sync import server_routing
+
+    deploy = loaded.config.deploy
+    routing = server_routing(
+        loaded.config.log,
+        loaded.folder,
+        service.log,
+        loaded.tracking_uri(),
+        deploy.guardrails if deploy is not None else None,
+    )
+    app = create_app(
+        service,
+        max_records=limits.max_records,
+        max_body_bytes=limits.max_body_bytes,
+        routing=routing,  # follows the stored policy and runs rollouts
+    )
+    _close_on_shutdown(app, service.close)  # scores the queued shadows first
+    return app
+
+
+def _close_on_shutdown(app: FastAPI, close: Callable[[], None]) -> None:
+    """Run ``close`` (in a thread) when the server shuts down, after the app's own lifespan."""
+    from starlette.concurrency import run_in_threadpool
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(target: Any) -> AsyncIterator[Any]:
+        async with inner(target) as state:
+            try:
+                yield state
+            finally:
+                await run_in_threadpool(close)
+
+    app.router.lifespan_context = lifespan
 
 
 @app.command("outcomes")

@@ -20,6 +20,8 @@ exits 2; nothing else reaches a user as a traceback unless they ask for ``--debu
     ├── OnlineStoreError   the online store cannot be reached, or was asked something its
     │                      tables do not allow
     ├── PredictionLogError the prediction log cannot be opened, read or written
+    ├── RolloutError       a rollout cannot start, move or stop as asked (one is running, a
+    │                      step list is malformed, there is none to abort)
     └── ScoreIOError       a scoring input or output is malformed, missing, or does not fit
                            the scores
 """
@@ -94,6 +96,10 @@ class OnlineStoreError(MlprodError):
 
 class PredictionLogError(MlprodError):
     """The prediction log cannot be opened, read or written."""
+
+
+class RolloutError(MlprodError):
+    """A rollout cannot start, move or stop as asked, or its state cannot be stored."""
 
 
 class ScoreIOError(MlprodError):

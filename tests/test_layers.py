@@ -65,8 +65,15 @@ ALLOWED = {
         "registry",
         "serve",
         "cli_deploy",
+        "cli_init",
+        "cli_experiment",
+        "cli_rollout",
     },
+    "scaffold": {"errors", "sqlparts", "project", "data", "features", "api"},
+    "cli_init": {"cli", "scaffold"},
     "cli_deploy": {"errors", "formatting", "progress", "project", "api", "serve", "cli"},
+    "cli_experiment": {"errors", "project", "api", "evaluate", "serve", "cli"},
+    "cli_rollout": {"errors", "api", "serve", "cli"},
 }
 
 

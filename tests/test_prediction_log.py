@@ -168,6 +168,11 @@ def test_append_reads_back_every_field_and_json_value(log: PredictionLog) -> Non
         "label": None,
         "labelled_at": None,
         "label_source": None,
+        "experiment": None,
+        "variant": None,
+        "assignment": None,
+        "served": True,
+        "latency_ms": None,
     }
     features = feature_table(log.predictions(model_name="flights"))  # jsonb reorders keys
     assert features.select(["distance", "n_flights", "origin", "missing"]).to_pylist() == [
@@ -488,13 +493,13 @@ def test_a_log_from_a_newer_mlprod_is_refused(tmp_path: Path) -> None:
     open_prediction_log(LogSpec(), tmp_path).close()
     path = tmp_path / ".mlprod" / "predictions.sqlite"
     with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 2")
+        conn.execute("PRAGMA user_version = 3")
     conn.close()
     with pytest.raises(PredictionLogError) as caught:
         open_prediction_log(LogSpec(), tmp_path)
     assert str(caught.value) == (
-        f"the prediction log at {path} has schema version 2, but this mlprod knows versions "
-        "up to 1; upgrade mlprod"
+        f"the prediction log at {path} has schema version 3, but this mlprod knows versions "
+        "up to 2; upgrade mlprod"
     )
 
 

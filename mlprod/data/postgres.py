@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
 from mlprod.errors import SourceError, did_you_mean, one_of
+
+if TYPE_CHECKING:  # Arrow is imported where rows move, not to check a config
+    import pyarrow as pa
 
 # SQLSTATEs for "no such table" and "no such schema".
 _NO_TABLE = {"42P01", "3F000"}
@@ -75,6 +77,8 @@ def _table_hint(conn: Any, schema: str, table: str) -> str:
 def native_type(arrow_type: pa.DataType) -> str | None:
     """The PostgreSQL type behind a column the driver could not map to Arrow (``numeric``),
     or None for a column it maps (``int8`` -> int64, ``text`` -> string, ...)."""
+    import pyarrow as pa
+
     if isinstance(arrow_type, pa.OpaqueType):
         return str(arrow_type.type_name)
     return None

@@ -9,15 +9,15 @@ against its contract before a feature reads it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 from sqlglot import exp
 
 from mlprod.data import postgres
 from mlprod.data.contracts import SourceProfile, check_schema, describe_location, profile_and_check
 from mlprod.data.csv_files import csv_columns, load_csv
-from mlprod.data.examples import ensure_nycflights13
+from mlprod.data.examples import ensure_example
 from mlprod.data.timezones import as_naive_utc
 from mlprod.errors import (
     ContractError,
@@ -36,6 +36,9 @@ from mlprod.project.config import (
     ProjectConfig,
     SourceConfig,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 from mlprod.project.engine import EngineConfig
 
 
@@ -53,8 +56,12 @@ def connect(
         settings["temp_directory"] = str(spill_directory)
     con = duckdb.connect(config=settings)
     con.execute("SET TimeZone = 'UTC'")
-    # Track query progress for our own progress bar, without DuckDB printing its own.
-    con.execute("SET enable_progress_bar = true")
+    # Track query progress for our own progress bar, without DuckDB printing its own. In a
+    # Jupyter kernel DuckDB refuses unless ipywidgets is installed: progress is then unknown.
+    try:
+        con.execute("SET enable_progress_bar = true")
+    except duckdb.InvalidInputException:
+        return con
     con.execute("SET enable_progress_bar_print = false")
     return con
 
@@ -65,7 +72,7 @@ def open_source(
     """Create the view ``name`` over the source and check it against its contract."""
     source = config.sources[name]
     if config.example_data is not None:
-        ensure_nycflights13(folder / config.example_data.path)
+        ensure_example(config.example_data.dataset, folder / config.example_data.path)
     location = source.location
     try:
         if isinstance(location, PostgresLocation):
@@ -103,7 +110,11 @@ def _relation(
                 this=exp.alias_(exp.Literal.string(str(path)), catalog, quoted=True),
                 expressions=[exp.AttachOption(this=exp.var("READ_ONLY"))],
             )
-            con.execute(attach.sql("duckdb"))
+            try:
+                con.execute(attach.sql("duckdb"))
+            except duckdb.Error:
+                _check_duckdb_file(name, location.path, path)
+                raise
         target = exp.table_(location.table, db=location.db_schema, catalog=catalog, quoted=True)
         # Views are tables to the reader, so they count too.
         tables = [
@@ -148,6 +159,18 @@ def _register_postgres(
     con.register(f"__arrow_{name}", table)
     as_naive_utc(con.table(f"__arrow_{name}"), source).to_table(name)
     con.unregister(f"__arrow_{name}")
+
+
+def _check_duckdb_file(name: str, shown: str, path: Path) -> None:
+    """Raise for a file that is not a DuckDB database (a CSV declared ``kind: duckdb``), which
+    DuckDB's own message does not say ("Cannot launch in-memory database in read-only mode!")."""
+    with path.open("rb") as file:
+        start = file.read(12)
+    if start[8:12] != b"DUCK":
+        raise SourceError(
+            f"source '{name}': '{shown}' is not a DuckDB database file; for a CSV or Parquet "
+            "file write kind: csv or kind: parquet"
+        )
 
 
 def _decimals_as_float(
@@ -218,4 +241,25 @@ def data_columns(folder: Path, config: ProjectConfig, name: str) -> list[str] | 
                 return csv_columns(con, _existing(folder, location.path, name), location)
             return list(_relation(con, folder, name, location).columns)
     except (MlprodError, duckdb.Error, OSError):
+        return None
+
+
+def data_types(folder: Path, config: ProjectConfig, name: str) -> dict[str, str] | None:
+    """The column types a source's data has: its schema, or for a CSV DuckDB's guess from a
+    sample. None when they cannot be read. Only to explain an error; nothing is built on it."""
+    import pyarrow as pa
+
+    location = config.sources[name].location
+    try:
+        with duckdb.connect() as con:
+            if isinstance(location, PostgresLocation):
+                found = postgres.table_types(location.url, location.db_schema, location.table)
+                relation = con.from_arrow(pa.schema(list(found.items())).empty_table())
+            elif isinstance(location, CsvLocation):
+                path = _existing(folder, location.path, name)
+                relation = con.read_csv(str(path), header=location.header, sep=location.delimiter)
+            else:
+                relation = _relation(con, folder, name, location)
+            return {c: str(t) for c, t in zip(relation.columns, relation.types, strict=True)}
+    except (MlprodError, duckdb.Error, OSError, pa.ArrowException):
         return None

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from mlprod.project.config import ColumnType
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    ARROW_TYPES: dict[ColumnType, pa.DataType]
 
 _FAMILIES: dict[str, ColumnType] = {
     "TINYINT": "int",
@@ -44,12 +49,20 @@ def accepts(declared: ColumnType, found: ColumnType | None) -> bool:
     return found == declared or found in _ACCEPTS.get(declared, set())
 
 
-ARROW_TYPES: dict[ColumnType, pa.DataType] = {
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "string": pa.string(),
-    "bool": pa.bool_(),
-    "timestamp": pa.timestamp("us"),
-    "date": pa.date32(),
-}
-"""The Arrow type a value of each contract type is held in (times: microseconds, naive UTC)."""
+def __getattr__(name: str) -> Any:
+    """``ARROW_TYPES``: the Arrow type a value of each contract type is held in (times:
+    microseconds, naive UTC). Made on first use, so checking a config never imports Arrow."""
+    if name != "ARROW_TYPES":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import pyarrow as pa
+
+    types: dict[ColumnType, pa.DataType] = {
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "string": pa.string(),
+        "bool": pa.bool_(),
+        "timestamp": pa.timestamp("us"),
+        "date": pa.date32(),
+    }
+    globals()["ARROW_TYPES"] = types
+    return types

@@ -115,7 +115,7 @@ def build_matrix(
     read = [source for n in nodes if (source := _source_of(n))]
     needed = list(dict.fromkeys([config.spine.source, *read]))
     training = TrainingEvents(graph, values or {})
-    check_types(graph, training)
+    check_types(graph, training, folder)
     spill = spill_directory(folder, config)
     spill.parent.mkdir(parents=True, exist_ok=True)  # DuckDB makes the folder, not its parents
     con = connect(config.engine, spill)
@@ -437,7 +437,8 @@ def _event_counts(
 ) -> dict[str, int]:
     cursor = con.execute(training.counts_query(as_of).sql("duckdb", identify=True))
     row = cursor.fetchall()[0]
-    return {d[0]: int(v) for d, v in zip(cursor.description or [], row, strict=True)}
+    # Sums over no events (a spine.filter that keeps none) are NULL: none counted.
+    return {d[0]: int(v or 0) for d, v in zip(cursor.description or [], row, strict=True)}
 
 
 def definition_hashes(

@@ -7,7 +7,10 @@ Features are computed level by level, as the batch query computes them:
   (:mod:`mlprod.features.pyexpr`); an expression it cannot compile runs in DuckDB instead;
 * lookups, as-of joins and aggregates read their key's rows from the online store (see
   :mod:`mlprod.features.online_plan`) and apply the point-in-time rule at ``t``: only rows
-  available strictly before ``t`` (``t - lag`` for aggregates) are seen.
+  available strictly before ``t`` (``t - lag`` for aggregates) are seen;
+* a count, count_distinct, sum, mean, std, min or max whose window no other feature of the
+  request reads row by row is summarized by the store itself when it can (SQLite; see
+  :mod:`mlprod.features.summaries`), exactly.
 
 The semantics are those of the batch engine, and the same property and boundary tests
 against the brute-force reference check both (``tests/test_point_in_time*.py``):
@@ -33,12 +36,13 @@ from functools import cached_property
 from typing import Any
 
 from mlprod import sqlparts as sql
-from mlprod.data.online_store import OnlineRows, OnlineStore, Read
+from mlprod.data.online_store import OnlineRows, OnlineStore, Read, Summary
 from mlprod.data.types import type_family
 from mlprod.features.expressions import column_names, rewrite_columns
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.features.online_plan import OnlineFeature, OnlinePlan, plan_online
 from mlprod.features.pyexpr import UnsupportedExpression, compile_row_function
+from mlprod.features.summaries import SUMMARIZED, Summaries, summarized_value
 from mlprod.features.typecheck import check_types
 from mlprod.project.config import AggregateFeature, AsofFeature, ColumnType, ExprFeature
 
@@ -66,6 +70,37 @@ class _Expr:
     function: RowFunction
 
 
+_WINDOW, _LATEST_BEFORE, _LATEST = 0, 1, 2  # how a source feature reads its key's rows
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A source feature's read, worked out once: where its key parts sit in the context,
+    its table, and what it reads (a window, or the latest rows before ``t`` or ever)."""
+
+    online: OnlineFeature
+    refs: tuple[str, ...]
+    mode: int
+    lag: int  # microseconds (windows)
+    window: int
+    summarizable: bool
+
+    def read(self, context: Row, t: int) -> Read | None:
+        key: list[Any] = []
+        for ref in self.refs:
+            value = context.get(ref)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                return None  # a NULL key matches nothing
+            key.append(value)
+        table = self.online.table.id
+        if self.mode == _WINDOW:
+            end = t - self.lag
+            return Read(table, tuple(key), until=end, since=end - self.window)
+        return Read(
+            table, tuple(key), until=t if self.mode == _LATEST_BEFORE else FOREVER, latest=True
+        )
+
+
 class OnlineFeatures:
     """Computes the features ``names`` (and what they need) for requests, from a store."""
 
@@ -80,6 +115,7 @@ class OnlineFeatures:
         self.store = store
         self.names = graph.closure(names) if names else list(graph.nodes)
         self.plan: OnlinePlan = plan_online(graph, self.names)
+        self._summarizes = callable(getattr(store, "read_summarized", None))
         self.unsupported: dict[str, str] = {}  # feature -> why it runs in DuckDB
         levels: dict[int, list[str]] = {}
         for name in self.names:
@@ -90,6 +126,17 @@ class OnlineFeatures:
             for name in self.names
             if isinstance(graph.nodes[name].feature, ExprFeature)
         }
+        self._sources = {name: self._source(online) for name, online in self.plan.features.items()}
+
+    def _source(self, online: OnlineFeature) -> _Source:
+        feature, own = online.node.feature, online.node.name
+        refs = tuple(self._ref(spine_name, own) for spine_name, _ in online.table.pairs)
+        if isinstance(feature, AggregateFeature):
+            lag, window = feature.lag // MICROSECOND, feature.window // MICROSECOND
+            summarizable = self._summarizes and _summarizable(online)
+            return _Source(online, refs, _WINDOW, lag, window, summarizable)
+        timed = isinstance(feature, AsofFeature) or online.table.timed
+        return _Source(online, refs, _LATEST_BEFORE if timed else _LATEST, 0, 0, False)
 
     def _compile(
         self, node: Node, fallback: Callable[[Node, Mapping[str, str]], RowFunction] | None
@@ -144,6 +191,7 @@ class OnlineFeatures:
         for level in self._levels:
             reads: dict[tuple[int, str, tuple[Any, ...], int | None], Read] = {}
             wanted: list[tuple[int, str, Read]] = []  # (row, feature, the rows it needs)
+            pending: list[tuple[int, str, Read]] = []  # the same, for what may be summarized
             for name in level:
                 node = self.graph.nodes[name]
                 if isinstance(node.feature, ExprFeature):
@@ -151,40 +199,58 @@ class OnlineFeatures:
                     for context in contexts:
                         context[feature_key(name)] = function(context)
                     continue
-                online = self.plan.features[name]
+                source = self._sources[name]
                 for i, context in enumerate(contexts):
-                    read = self._read(online, context, cutoffs[i], name)
+                    read = source.read(context, cutoffs[i])
                     if read is None:
-                        context[feature_key(name)] = _empty(online.node)
+                        context[feature_key(name)] = _empty(source.online.node)
+                        continue
+                    if source.summarizable:
+                        pending.append((i, name, read))
                         continue
                     wanted.append((i, name, read))
                     reads[_shared(i, read)] = _widest(reads.get(_shared(i, read)), read)
-            if reads:
+            summaries = Summaries()
+            for i, name, read in pending:  # rows read anyway serve their window; else summarize
+                shared = reads.get(_shared(i, read))
+                if shared is not None and _covers(shared, read):
+                    wanted.append((i, name, read))
+                else:
+                    summaries.add(i, read, self.plan.features[name])
+            if reads or summaries:
                 merged = list(reads.values())
-                found = dict(zip(reads, self.store.read(merged), strict=True))
+                if summaries:
+                    stored_rows, summarized = self.store.read_summarized(  # type: ignore[attr-defined]
+                        merged, summaries.requests()
+                    )
+                else:
+                    stored_rows, summarized = self.store.read(merged), []
+                found = dict(zip(reads, stored_rows, strict=True))
                 for i, name, read in wanted:
                     stored = found[_shared(i, read)]
                     online = self.plan.features[name]
                     value = _combine(online, stored, _within(stored, read), cutoffs[i])
                     contexts[i][feature_key(name)] = value
+                for (i, name), result in summaries.results(summarized):
+                    online = self.plan.features[name]
+                    if isinstance(result, Summary):
+                        value = summarized_value(online, result)
+                    else:  # the store could not summarize exactly: the rows of the window
+                        value = _combine(online, result, range(len(result)), cutoffs[i])
+                    contexts[i][feature_key(name)] = value
         return [{name: context[feature_key(name)] for name in self.names} for context in contexts]
 
-    def _read(self, online: OnlineFeature, context: Row, t: int, own: str) -> Read | None:
-        key: list[Any] = []
-        for spine_name, _ in online.table.pairs:
-            value = context.get(self._ref(spine_name, own))
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                return None  # a NULL key matches nothing
-            key.append(value)
-        feature = online.node.feature
-        table = online.table.id
-        if isinstance(feature, AggregateFeature):
-            end = t - feature.lag // MICROSECOND
-            start = end - feature.window // MICROSECOND
-            return Read(table, tuple(key), until=end, since=start)
-        if isinstance(feature, AsofFeature) or online.table.timed:
-            return Read(table, tuple(key), until=t, latest=True)
-        return Read(table, tuple(key), until=FOREVER, latest=True)
+
+def _summarizable(online: OnlineFeature) -> bool:
+    feature = online.node.feature
+    return isinstance(feature, AggregateFeature) and feature.function in SUMMARIZED
+
+
+def _covers(wide: Read, read: Read) -> bool:
+    """Whether the rows of ``wide`` include every row ``read`` asks for."""
+    if wide.latest or read.since is None:
+        return False
+    return (wide.since is None or wide.since <= read.since) and read.until <= wide.until
 
 
 def _shared(row: int, read: Read) -> tuple[int, str, tuple[Any, ...], int | None]:

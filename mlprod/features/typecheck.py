@@ -9,13 +9,18 @@ feature's output type is known up front.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
-from mlprod.data.types import type_family
+from mlprod.data.contracts import describe_location
+from mlprod.data.sources import data_types
+from mlprod.data.types import accepts, type_family
 from mlprod.errors import FeatureError
 from mlprod.features.compiler import MatrixCompiler
 from mlprod.features.events import TrainingEvents
@@ -32,19 +37,68 @@ SQL_TYPES: dict[ColumnType, str] = {
 }
 NUMERIC_FUNCTIONS = frozenset({"sum", "mean", "std"})
 _PROBE_TIME = datetime(9999, 1, 1)
+# What a check's message names before its reason: a feature, or a key of mlprod.yaml.
+_WHERE = re.compile(r"(feature '\w+'|mlprod\.yaml: [\w.\[\]]+): ")
+# Declared string, guessed bool: 'Yes'/'No' or 'true'/'false' in a CSV may well be meant as text.
+_TEXT = frozenset({("string", "bool")})
+Retyped = Mapping[tuple[str, str], ColumnType]  # (source, column) -> the type to bind it as
 
 
-def check_types(graph: FeatureGraph, training: TrainingEvents | None = None) -> dict[str, str]:
+def check_types(
+    graph: FeatureGraph, training: TrainingEvents | None = None, folder: Path | None = None
+) -> dict[str, str]:
     """Check all expressions (times, label, values) and features; return each feature's SQL type.
 
     The whole matrix query is bound once; only when that fails is each feature bound on its
-    own, in dependency order, so that the message names the first broken one.
+    own, in dependency order, so that the message names the first broken one. Given the
+    project ``folder``, a failure is explained by a declared type the data contradicts, if
+    one is its cause.
     """
+    training = training or TrainingEvents(graph)
+    try:
+        return _bind(graph, training)
+    except FeatureError as exc:
+        if folder is None:
+            raise
+        raise _blame_declared_type(folder, graph, training, exc) from None
+
+
+def _blame_declared_type(
+    folder: Path, graph: FeatureGraph, training: TrainingEvents, error: FeatureError
+) -> FeatureError:
+    """The error to show: about the declared type of a column whose data has another type,
+    when binding that column with the data's type makes the failed check pass; else ``error``."""
+    where = _WHERE.match(str(error))
+    if where is None:
+        return error
+    config = graph.config
+    for source, declared in config.sources.items():
+        found = data_types(folder, config, source) or {}
+        for column, contract in declared.columns.items():
+            family = type_family(found.get(column, ""))
+            if family is None or accepts(contract.type, family) or (contract.type, family) in _TEXT:
+                continue
+            try:
+                _bind(graph, training, {(source, column): family})
+            except FeatureError as again:
+                if str(again).startswith(where.group(0)):
+                    continue  # the same check fails with the data's type too
+            return FeatureError(
+                f"{where.group(0)}column '{column}' is declared {contract.type} "
+                f"(sources.{source}.columns.{column}.type), but {describe_location(declared)} "
+                f"holds {family} values ({found[column]}); correct the declared type"
+            )
+    return error
+
+
+def _bind(
+    graph: FeatureGraph, training: TrainingEvents, retyped: Retyped | None = None
+) -> dict[str, str]:
+    """Bind everything against empty sources of the declared types (or ``retyped``)."""
     con = duckdb.connect()
     try:
-        _create_empty_sources(con, graph)
+        _create_empty_sources(con, graph, retyped or {})
         _check_times(con, graph)
-        training = training or TrainingEvents(graph)
         _check_values(con, graph, training)
         compiler = MatrixCompiler(graph)
         query = compiler.training_query(_PROBE_TIME, training=training)
@@ -92,12 +146,16 @@ def duckdb_message(exc: duckdb.Error) -> str:
     return " ".join(lines[:1] + hints[:1])
 
 
-def _create_empty_sources(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
+def _create_empty_sources(
+    con: duckdb.DuckDBPyConnection, graph: FeatureGraph, retyped: Retyped
+) -> None:
     for name, source in graph.config.sources.items():
         columns = [
             exp.ColumnDef(
                 this=exp.to_identifier(column, quoted=True),
-                kind=exp.DataType.build(SQL_TYPES[contract.type], dialect="duckdb"),
+                kind=exp.DataType.build(
+                    SQL_TYPES[retyped.get((name, column), contract.type)], dialect="duckdb"
+                ),
             )
             for column, contract in source.columns.items()
         ]

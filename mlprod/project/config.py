@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ConfigDict, Field
 
 from mlprod.project.base import Duration, Expression, Identifier, Strict
+from mlprod.project.deploy import DeployConfig
 from mlprod.project.engine import EngineConfig
 from mlprod.project.serving import LogSpec, OnlineSpec, ServeConfig
 from mlprod.project.training import TrainConfig
@@ -249,7 +250,7 @@ SourceFeature = LookupFeature | AsofFeature | AggregateFeature
 class ExampleData(Strict):
     """Bundled example data, loaded into a DuckDB file the first time a source needs it."""
 
-    dataset: Literal["nycflights13"]
+    dataset: Literal["nycflights13", "breast_cancer"]
     path: str
 
 
@@ -279,6 +280,7 @@ class ProjectConfig(Strict):
         default_factory=LogSpec, description="Where predictions and outcomes are stored."
     )
     serve: ServeConfig = Field(default_factory=ServeConfig, description="REST server limits.")
+    deploy: DeployConfig | None = Field(None, description="An A/B experiment between versions.")
 
     @property
     def feature_definitions(self) -> list[Feature]:

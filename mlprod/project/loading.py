@@ -35,6 +35,36 @@ _TAGS = {
 }
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """The safe loader, refusing a key written twice in one mapping: YAML's loaders keep the
+    last without a word, so a second ``features:`` would silently replace the first."""
+
+
+class _QuickUniqueKeys(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The same on libyaml's parser where PyYAML has it (5x quicker); a file it refuses is
+    read again by :class:`_UniqueKeys`, whose messages say more."""
+
+
+def _unique_mapping(loader: _UniqueKeys, node: yaml.MappingNode) -> dict[Any, Any]:
+    first: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+            continue
+        key = loader.construct_object(key_node)
+        if isinstance(key, str | int | float | bool) and key in first:
+            raise yaml.constructor.ConstructorError(
+                problem=f"key '{key}' is written twice in one mapping (first on line "
+                f"{first[key]}); keep one",
+                problem_mark=key_node.start_mark,
+            )
+        first.setdefault(key, key_node.start_mark.line + 1)
+    return loader.construct_mapping(node)
+
+
+for _loader in (_UniqueKeys, _QuickUniqueKeys):
+    _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_config(folder: Path) -> ProjectConfig:
     """Load and validate the project in ``folder``."""
     path = folder / CONFIG_FILE
@@ -42,8 +72,12 @@ def load_config(folder: Path) -> ProjectConfig:
         raise ConfigError(
             f"{folder}: no {CONFIG_FILE} here; run mlprod in a project folder or pass --project DIR"
         )
+    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            raw = yaml.load(text, Loader=_QuickUniqueKeys)
+        except yaml.YAMLError:
+            raw = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -85,7 +119,8 @@ def key_path(loc: tuple[int | str, ...]) -> str:
 def _location(error: Any) -> tuple[int | str, ...]:
     """The error's location in the file, without the union tags pydantic adds."""
     loc = error["loc"]
-    return tuple(part for i, part in enumerate(loc) if not _is_tag(loc, i))
+    # '[key]' marks an error in a mapping's key; the path already ends with that key.
+    return tuple(part for i, part in enumerate(loc) if not _is_tag(loc, i) and part != "[key]")
 
 
 def _drop_misspelt_missing(errors: list[Any], raw: dict[str, Any]) -> list[Any]:
@@ -122,6 +157,11 @@ def _describe(error: Any, raw: dict[str, Any], file: str) -> str:
         message = "must be a name of letters, digits and '_' that does not start with a digit"
         value = error.get("input")
         return f"{file}: {key_path(loc)}: invalid name {value!r}: {message}"
+    if kind == "model_type":  # not "... instance of ColumnContract": people write YAML
+        message = "should be a mapping of settings (key: value)"
+    if kind == "too_short":
+        ctx = error["ctx"]
+        message = f"should have at least {ctx['min_length']} entry, found {ctx['actual_length']}"
     # pydantic says "Input should be ..."; say what was found, and the closest allowed value.
     if message.startswith("Input should"):
         message = "should" + message[len("Input should") :]

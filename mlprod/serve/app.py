@@ -20,7 +20,9 @@ calls that mostly wait (events, feedback, readiness) go through the threadpool.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 from typing import Any
 
@@ -30,8 +32,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 import mlprod
-from mlprod.errors import did_you_mean, one_of
+from mlprod.errors import ConfigError, MlprodError, did_you_mean, one_of
 from mlprod.serve import openapi_schemas as docs
+from mlprod.serve.admin import ADMIN_TOKEN_ENV, AdminAuth, install_admin_routes
 from mlprod.serve.bodies import (
     decode_json,
     feedback_items,
@@ -46,6 +49,7 @@ from mlprod.serve.contract import Prediction, ScoringService
 from mlprod.serve.errors_http import HttpError, install_error_handlers
 from mlprod.serve.metrics import ObserveRequests, ServerMetrics
 from mlprod.serve.mlflow_protocol import csv_records, mlflow_records
+from mlprod.serve.routing.sync import RolloutGauges, Routed, RoutingSync, ServerRouting
 from mlprod.serve.v2_protocol import HEADER_LENGTH, infer_answer, model_metadata, parse_infer
 
 _AT = {
@@ -58,26 +62,73 @@ _AT = {
 
 
 def create_app(
-    service: ScoringService, *, max_records: int = 1000, max_body_bytes: int = 1_000_000
+    service: ScoringService,
+    *,
+    max_records: int = 1000,
+    max_body_bytes: int = 1_000_000,
+    routing: ServerRouting | None = None,
+    admin_token: str | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``service``; ``max_records`` caps the records of one request (422
-    beyond, 400 on v2 routes) and ``max_body_bytes`` its body (413 beyond)."""
+    beyond, 400 on v2 routes) and ``max_body_bytes`` its body (413 beyond).
+
+    With ``routing`` (and a service that can apply policies, a ``RoutedService``), the server
+    applies the stored routing policy before its first request and follows the store from then
+    on, running the rollout controller (:mod:`mlprod.serve.routing.sync`). ``admin_token``
+    (default: ``MLPROD_ADMIN_TOKEN`` from the environment) enables ``/admin/*``."""
     metrics = ServerMetrics(service.model_name, service.model_version, service.run_id)
+    sync = _routing_sync(service, routing, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if sync is not None:
+            sync.start()
+        try:
+            yield
+        finally:
+            if sync is not None:
+                sync.stop()
+                sync.routing.store.close()
+
     app = FastAPI(
         title=f"mlprod: {service.model_name}",
         version=service.model_version,
         description=f"Model '{service.model_name}' version {service.model_version} "
         f"(run {service.run_id}), served by mlprod {mlprod.__version__}.",
         redirect_slashes=False,
+        lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.routing = sync
     install_error_handlers(app)
     app.add_middleware(ObserveRequests, metrics=metrics)
     server = _Server(service, metrics, max_records, max_body_bytes)
     _add_own_routes(app, server)
     _add_mlflow_routes(app, server)
     _add_v2_routes(app, server)
+    token = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
+    install_admin_routes(app, AdminAuth(token), sync)
     return app
+
+
+def _routing_sync(
+    service: ScoringService, routing: ServerRouting | None, metrics: ServerMetrics
+) -> RoutingSync | None:
+    """The routing loop of a routed service, with the stored policy applied already, so that
+    a restarted server serves it from its first request (or, when that policy cannot be
+    loaded, the configured one until it can)."""
+    if routing is None:
+        return None
+    if not isinstance(service, Routed):
+        raise ConfigError(
+            "the server was given routing state but serves a single model; serve a project "
+            "with a deploy: section to route between versions"
+        )
+    sync = RoutingSync(service, routing, RolloutGauges(metrics.registry))
+    # A stored policy that cannot be loaded is logged; the configured one serves meanwhile.
+    with suppress(MlprodError):
+        sync.apply_latest()
+    return sync
 
 
 class _Server:

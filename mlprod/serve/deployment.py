@@ -29,6 +29,8 @@ _REFERENCE = re.compile(
     r"^(?P<name>[A-Za-z][A-Za-z0-9_.-]*)(?:(?P<sep>[@/])(?P<spec>[A-Za-z0-9_]+))?$"
 )
 DEFAULT_ALIAS = "champion"
+SCORE_ROWS = 16_384
+"""Rows scored at a time (see ``Deployment.score``)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,20 @@ class Deployment:
         return float(self.pipeline.threshold)
 
     def score(self, features: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated scores and decisions for a table of feature rows."""
-        scores = np.asarray(self.pipeline.predict_proba(features), dtype=np.float64)
+        """Calibrated scores and decisions for a table of feature rows.
+
+        A large table is scored :data:`SCORE_ROWS` rows at a time: a row's score does not
+        depend on the rows scored with it (tests/test_small_batch_scoring.py), and a linear
+        model's dense encoding of that many rows (tens of MB) is memory the allocator reuses,
+        where one of a whole batch chunk is mapped afresh, page by page, every time.
+        """
+        if features.num_rows <= SCORE_ROWS:
+            scores = np.asarray(self.pipeline.predict_proba(features), dtype=np.float64)
+        else:
+            scores = np.concatenate(
+                [
+                    np.asarray(self.pipeline.predict_proba(features.slice(offset, SCORE_ROWS)))
+                    for offset in range(0, features.num_rows, SCORE_ROWS)
+                ]
+            ).astype(np.float64, copy=False)
         return scores, scores >= self.threshold

@@ -11,6 +11,7 @@ the next instant.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -81,8 +82,28 @@ class OnlineService:
 
     def score_rows(self, rows: list[dict[str, Any]], times: list[datetime]) -> list[Prediction]:
         """Score typed request rows, each as of its own time, and log them before returning."""
-        values = self.online.compute(rows, times)
+        predictions, records = self.score(rows, times)
+        self.log.append(records)
+        return predictions
+
+    def score(
+        self,
+        rows: list[dict[str, Any]],
+        times: list[datetime],
+        known: list[dict[str, Any]] | None = None,
+    ) -> tuple[list[Prediction], list[PredictionRecord]]:
+        """Score typed request rows without logging them: the answers and their log records
+        (a router logs the records of all its variants at once, with the experiment).
+        ``known`` are the rows' feature values when another version with the same feature
+        definitions computed them already (a shadow of the served version)."""
+        started = time.perf_counter()
+        if known is None:
+            values = self.online.compute(rows, times)
+        else:
+            names = self.online.names
+            values = [{name: given[name] for name in names} for given in known]
         scores, decisions = self.deployment.score(self.feature_table(values))
+        latency_ms = (time.perf_counter() - started) * 1000.0
         predicted_at = now_utc()
         keys = self.deployment.keys
         predictions: list[Prediction] = []
@@ -114,10 +135,10 @@ class OnlineService:
                     score=prediction.score,
                     decision=prediction.decision,
                     source=self.source,
+                    latency_ms=latency_ms,
                 )
             )
-        self.log.append(records)
-        return predictions
+        return predictions, records
 
     def feature_table(self, values: list[dict[str, Any]]) -> pa.Table:
         """Feature rows as the pipeline expects them: the training matrix's column types."""

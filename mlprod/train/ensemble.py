@@ -20,23 +20,50 @@ from sklearn.model_selection import StratifiedKFold
 
 from mlprod.train.encoders import SmallBatch, TabularEncoder, is_small
 from mlprod.train.models import FittedModel, positive_probability
+from mlprod.train.single_row import SingleRowBooster, single_row_booster
 
 FOLDS = 5
+_FAST = "_single_row_booster"  # where an EncodedModel keeps its fast predictor (not pickled)
 
 
 @dataclass
 class EncodedModel:
-    """A model with the encoder that feeds it: scores Arrow feature rows directly."""
+    """A model with the encoder that feeds it: scores Arrow feature rows directly.
+
+    A LightGBM model scores a single row through its booster's fast single-row predictor
+    (:mod:`mlprod.train.single_row`): the same score, without ~30 µs of wrapper per call.
+    """
 
     encoder: TabularEncoder
     model: FittedModel
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The fitted state only: the single-row predictor is made again after loading."""
+        state = self.__dict__.copy()
+        state.pop(_FAST, None)
+        return state
+
     def predict_table(self, table: pa.Table) -> np.ndarray:
+        if is_small(table.num_rows):
+            return self.predict_batch(SmallBatch(table))
         return self.model.predict_proba(self.encoder.transform(table))
 
     def predict_batch(self, batch: SmallBatch) -> np.ndarray:
         """``predict_table`` for a few rows already read out of Arrow (shared by members)."""
-        return self.model.predict_proba(self.encoder.transform_batch(batch))
+        x = self.encoder.transform_batch(batch)
+        if batch.rows == 1:
+            fast = self._fast_predictor()
+            scores = fast.predict(x) if fast is not None else None
+            if scores is not None:
+                return scores
+        return self.model.predict_proba(x)
+
+    def _fast_predictor(self) -> SingleRowBooster | None:
+        """The model's fast single-row predictor, made on first use (None: there is none)."""
+        if _FAST not in self.__dict__:
+            self.__dict__[_FAST] = single_row_booster(self.model)
+        found: SingleRowBooster | None = self.__dict__[_FAST]
+        return found
 
     def importance(self) -> list[tuple[str, float]]:
         return self.model.importance(self.encoder.columns_)

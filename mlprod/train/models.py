@@ -7,6 +7,7 @@ choice made while fitting look at the validation rows only, never at the test wi
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,16 @@ from mlprod.errors import TrainError
 from mlprod.train.encoders import Encoding
 
 EARLY_STOPPING_ROUNDS = 100
+
+
+def _lightgbm_refusal(error: Exception, params: dict[str, Any]) -> str:
+    """LightGBM's reason without its C++ source location, with the parameters given."""
+    reason = re.sub(r"\s+at \S+, line \d+\s*\.?$", "", str(error).strip())
+    check = re.fullmatch(r"Check failed: \((\w+)\) (\S+) \((.+)\)", reason)
+    if check:
+        reason = f"{check[1]} must be {check[2]} {check[3]}"
+    given = ", ".join(f"{k}={v!r}" for k, v in sorted(params.items()))
+    return f"LightGBM cannot train with these parameters: {reason} (given: {given})"
 
 
 @dataclass
@@ -152,13 +163,16 @@ def _fit_lightgbm(params: dict[str, Any], data: FitData) -> tuple[Any, int | Non
     check = lgb.Dataset(
         data.valid[0], data.valid[1], reference=rows, categorical_feature=data.categorical
     )
-    booster = lgb.train(
-        used,
-        rows,
-        num_boost_round=rounds,
-        valid_sets=[check],
-        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False), *data.callbacks],
-    )
+    try:
+        booster = lgb.train(
+            used,
+            rows,
+            num_boost_round=rounds,
+            valid_sets=[check],
+            callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False), *data.callbacks],
+        )
+    except lgb.basic.LightGBMError as exc:
+        raise ValueError(_lightgbm_refusal(exc, params)) from None
     return booster, booster.best_iteration or None, {**used, "n_estimators": rounds}
 
 

@@ -31,7 +31,7 @@ from mlprod.artefact import (
 from mlprod.errors import TrainError
 from mlprod.evaluate.metrics import compare_to_baseline
 from mlprod.evaluate.report import LEFT_OUT, ReportData, Scores, render_report, test_set_used
-from mlprod.features.graph import FeatureGraph
+from mlprod.features.graph import ROW_NUMBER, FeatureGraph
 from mlprod.features.matrix import Matrix
 from mlprod.features.requests import request_fields
 from mlprod.progress import NO_PROGRESS, ProgressCallback
@@ -97,6 +97,12 @@ def train_pipeline(
     }
     fingerprint = matrix_fingerprint(matrix.table)
     warnings = leak_warnings(split.train, split.valid, features)
+    spine = graph.config.spine
+    if not spine.keys:
+        warnings.append(
+            f"no spine.keys: each row of source '{spine.source}' is named by its row number "
+            f"({ROW_NUMBER}), in the source's order; add keys to score or label rows by id"
+        )
     objective = tuning_objective(graph, fingerprint, features, train_config)
     candidates = fit_candidates(
         config.name,

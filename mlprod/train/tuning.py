@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ import numpy as np
 from mlprod.errors import TrainError
 from mlprod.progress import NO_PROGRESS, ProgressCallback, ProgressTask
 from mlprod.project.training import ModelSpec, SearchRange, TuningConfig
+
+# Optuna imports tqdm, which warns in a Jupyter kernel without ipywidgets that it cannot draw
+# notebook bars; mlprod draws its own progress, so the warning says nothing to our users.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 if TYPE_CHECKING:
     import optuna

@@ -6,7 +6,9 @@ reads several ``(table, key)`` pairs at once, either a time range ``since <= at 
 latest rows with ``at < until`` (every row tied on that ``at``); rows come back sorted by ``at``
 then event id, whatever the backend.
 
-- ``SqliteOnlineStore`` (:mod:`.sqlite`): the embedded default, one SQLite file in WAL mode.
+- ``SqliteOnlineStore`` (:mod:`.sqlite`): the embedded default, one SQLite file in WAL mode;
+  it can also summarize a range itself (``SummarizingStore``: counts, min, max, exact sums;
+  :mod:`.sqlite_summaries`), so that a long window's rows never reach Python.
 - ``RedisOnlineStore`` (:mod:`.redis`): one sorted set per ``(table, key)``.
 - ``MemoryOnlineStore`` (:mod:`.memory`): sorted lists per key, for the parity check and tests.
 
@@ -25,10 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from mlprod.data.online_store._shared import (
+    ColumnSummary,
     Freshness,
     OnlineRows,
     OnlineStore,
     Read,
+    Summarize,
+    SummarizingStore,
+    Summary,
     TableLayout,
     ValueType,
     canonical_key,
@@ -42,6 +48,7 @@ from mlprod.project.serving import OnlineSpec
 
 __all__ = [
     "DEFAULT_REDIS_URL",
+    "ColumnSummary",
     "Freshness",
     "MemoryOnlineStore",
     "OnlineRows",
@@ -51,6 +58,9 @@ __all__ = [
     "Read",
     "RedisOnlineStore",
     "SqliteOnlineStore",
+    "Summarize",
+    "SummarizingStore",
+    "Summary",
     "TableLayout",
     "ValueType",
     "canonical_key",

@@ -43,6 +43,43 @@ class Read:
     latest: bool = False  # only the rows with the largest at < until (ties all returned)
 
 
+@dataclass(frozen=True)
+class Summarize:
+    """A range read (``since <= at < until``) answered with exact summaries, not rows.
+
+    Each tuple lists value columns: ``counts`` their non-null count, ``orders`` also their
+    smallest and largest value, ``totals`` also their exact sum and sum of squares,
+    ``distincts`` also their number of distinct values.
+    """
+
+    read: Read
+    counts: tuple[int, ...] = ()
+    orders: tuple[int, ...] = ()
+    totals: tuple[int, ...] = ()
+    distincts: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSummary:
+    """One value column over a range: ``total`` and ``squares`` are exact integers (every value
+    was integral), or None when not asked for."""
+
+    count: int
+    minimum: Any = None
+    maximum: Any = None
+    total: int | None = None
+    squares: int | None = None
+    distinct: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a ``Summarize`` asked for: the number of rows and each column's summary."""
+
+    rows: int
+    columns: dict[int, ColumnSummary]
+
+
 @dataclass(frozen=True, slots=True)
 class OnlineRows:
     """The rows of one read, column by column, sorted by availability time then event id.
@@ -68,6 +105,16 @@ class Freshness:
     latest_at: datetime | None  # naive UTC, the largest ``latest_at`` marked
     rows: int  # rows applied in total since the store was cleared
     updated_at: datetime  # naive UTC wall clock of the last mark
+
+
+class SummarizingStore(Protocol):
+    """A store that can summarize a range inside its own engine (optional: SQLite)."""
+
+    def read_summarized(
+        self, reads: Sequence[Read], summaries: Sequence[Summarize]
+    ) -> tuple[list[OnlineRows], list[Summary | OnlineRows]]:
+        """``read(reads)`` and, in the same snapshot, each summary; where a summary would not
+        be exact (a NaN, a value that is not an integer, an overflow) that range's rows."""
 
 
 class OnlineStore(Protocol):

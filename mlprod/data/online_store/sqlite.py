@@ -4,6 +4,11 @@ while one writes.
 One table per online table, clustered on ``(key, at, id)`` (``WITHOUT ROWID``) so a read is one
 contiguous range scan, with a unique ``(key, id)`` for idempotence. SQLite turns NaN into NULL,
 so a NaN float is stored as the text ``'NaN'``.
+
+An aggregate over a long window can be summarized by SQLite itself (``read_summarized``, see
+:mod:`.sqlite_summaries`), exactly, without bringing hundreds of rows into Python; where that
+would not be exact (a NaN, a fraction, an overflow) the rows are read instead, in the same
+snapshot.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from mlprod.data.online_store._shared import (
     Freshness,
     OnlineRows,
     Read,
+    Summarize,
+    Summary,
     TableLayout,
     ValueType,
     _block,
@@ -45,6 +52,18 @@ from mlprod.data.online_store._shared import (
     from_micros,
     micros,
 )
+from mlprod.data.online_store.sqlite_summaries import (
+    NUMERIC,
+    WHOLE_TABLE,
+    Part,
+    decode_whole,
+    encode_whole,
+    statement_text,
+    summary_of,
+    whole_check,
+    whole_columns,
+)
+from mlprod.data.online_store.sqlite_summaries import SETUP as _SUMMARY_SETUP
 from mlprod.errors import OnlineStoreError
 
 _SQL_TYPES: dict[ValueType, str] = {
@@ -61,6 +80,7 @@ _SETUP = (
     f"CREATE TABLE IF NOT EXISTS {_LAYOUTS} (table_id TEXT PRIMARY KEY, layout TEXT NOT NULL)",
     f"CREATE TABLE IF NOT EXISTS {_FRESHNESS} (source TEXT PRIMARY KEY, latest_at INTEGER, "
     "rows INTEGER NOT NULL, updated_at INTEGER NOT NULL)",
+    _SUMMARY_SETUP,
 )
 _MARK = (
     f"INSERT INTO {_FRESHNESS} (source, latest_at, rows, updated_at) VALUES (?, ?, ?, ?) "
@@ -181,6 +201,7 @@ class SqliteOnlineStore:
         self._connections: list[sqlite3.Connection] = []
         self._layouts: dict[str, TableLayout] = {}
         self._statements: dict[str, _Statements] = {}
+        self._summary_statements: dict[tuple[Any, ...], tuple[str, list[Part]]] = {}
         self._schema_version = -1
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +255,7 @@ class SqliteOnlineStore:
             rows = conn.execute(f"SELECT table_id, layout FROM {_LAYOUTS}").fetchall()
             self._layouts = {table: _decode_layout(text) for table, text in rows}
             self._statements = {t: _Statements.of(t, lay) for t, lay in self._layouts.items()}
+            self._summary_statements = {}
             self._schema_version = version
 
     def _table(self, conn: sqlite3.Connection, table: str) -> tuple[TableLayout, _Statements]:
@@ -255,7 +277,14 @@ class SqliteOnlineStore:
                 statements = _Statements.of(table, layout)
                 if old is not None and old != layout:
                     conn.execute(statements.drop)
+                if old != layout:  # a new, empty table: every column is whole so far
+                    whole = encode_whole([kind in NUMERIC for kind in layout.values])
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO {WHOLE_TABLE} VALUES (?, ?)", (table, whole)
+                    )
                 conn.execute(statements.create)
+                if old == layout:
+                    self._check_whole(conn, table, layout)
                 conn.execute(
                     f"INSERT OR REPLACE INTO {_LAYOUTS} VALUES (?, ?)",
                     (table, _encode_layout(layout)),
@@ -274,7 +303,41 @@ class SqliteOnlineStore:
                 conn.executemany(
                     statements.insert, zip(batch.keys, batch.ats, batch.ids, *values, strict=True)
                 )
-                return conn.total_changes - before
+                added: int = conn.total_changes - before
+                if added:
+                    self._mark_whole(conn, table, whole_columns(batch.values, batch.types))
+                return added
+
+    def _check_whole(self, conn: sqlite3.Connection, table: str, layout: TableLayout) -> None:
+        """Find which columns are whole in a table stored before that was kept (one scan)."""
+        known = conn.execute(f"SELECT 1 FROM {WHOLE_TABLE} WHERE table_id = ?", (table,))
+        if known.fetchone() is not None:
+            return
+        text, checked = whole_check(layout, _PLACEHOLDER)
+        try:
+            found = conn.execute(_sql(text, table)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "overflow" not in str(exc):
+                raise
+            return  # ABS of the smallest integer: leave the table unknown
+        whole = [False] * len(layout.values)
+        for i, bad in zip(checked, found, strict=False):
+            whole[i] = not bad
+        conn.execute(f"INSERT INTO {WHOLE_TABLE} VALUES (?, ?)", (table, encode_whole(whole)))
+
+    def _mark_whole(self, conn: sqlite3.Connection, table: str, batch: list[bool]) -> None:
+        """A column stays whole while every batch written to it is (a table whose flags are
+        unknown, made before they were kept, stays unknown: it is summarized the checked way)."""
+        found = conn.execute(
+            f"SELECT whole FROM {WHOLE_TABLE} WHERE table_id = ?", (table,)
+        ).fetchone()
+        if found is None:
+            return
+        old = decode_whole(found[0])
+        if all(not o or b for o, b in zip(old, batch, strict=True)):
+            return
+        new = encode_whole([o and b for o, b in zip(old, batch, strict=True)])
+        conn.execute(f"UPDATE {WHOLE_TABLE} SET whole = ? WHERE table_id = ?", (new, table))
 
     def read(self, reads: Sequence[Read]) -> list[OnlineRows]:
         conn = self._conn()
@@ -282,17 +345,67 @@ class SqliteOnlineStore:
         with self._errors("read from"), self._transaction(conn):
             self._refresh(conn)
             for read in reads:
-                layout, statements = self._table(conn, read.table)
-                _check_read(read, layout)
-                key = canonical_key(read.key)
-                raw: list[Any] = []
-                if key is not None and read.latest:
-                    raw = conn.execute(statements.latest, (key, key, read.until)).fetchall()
-                elif key is not None:
-                    since = _LOWEST if read.since is None else read.since
-                    raw = conn.execute(statements.range, (key, since, read.until)).fetchall()
-                out.append(_block(raw, 1, len(layout.values), statements.decoders))
+                out.append(self._read_one(conn, read))
         return out
+
+    def _read_one(self, conn: sqlite3.Connection, read: Read) -> OnlineRows:
+        layout, statements = self._table(conn, read.table)
+        _check_read(read, layout)
+        key = canonical_key(read.key)
+        raw: list[Any] = []
+        if key is not None and read.latest:
+            raw = conn.execute(statements.latest, (key, key, read.until)).fetchall()
+        elif key is not None:
+            since = _LOWEST if read.since is None else read.since
+            raw = conn.execute(statements.range, (key, since, read.until)).fetchall()
+        return _block(raw, 1, len(layout.values), statements.decoders)
+
+    def read_summarized(
+        self, reads: Sequence[Read], summaries: Sequence[Summarize]
+    ) -> tuple[list[OnlineRows], list[Summary | OnlineRows]]:
+        conn = self._conn()
+        found: list[OnlineRows] = []
+        summarized: list[Summary | OnlineRows] = []
+        with self._errors("read from"), self._transaction(conn):
+            self._refresh(conn)
+            for read in reads:
+                found.append(self._read_one(conn, read))
+            if summaries:
+                wholes = dict(conn.execute(f"SELECT table_id, whole FROM {WHOLE_TABLE}"))
+            for want in summaries:
+                summarized.append(self._summarize_one(conn, want, wholes.get(want.read.table)))
+        return found, summarized
+
+    def _summarize_one(
+        self, conn: sqlite3.Connection, want: Summarize, whole_text: str | None
+    ) -> Summary | OnlineRows:
+        read = want.read
+        layout, statements = self._table(conn, read.table)
+        _check_read(read, layout)
+        key = canonical_key(read.key)
+        if key is None or read.latest or read.since is None:
+            return self._read_one(conn, read)
+        if any(layout.values[i] not in NUMERIC for i in want.totals):
+            return self._read_one(conn, read)
+        cache_key = (read.table, want.counts, want.orders, want.totals, want.distincts, whole_text)
+        planned = self._summary_statements.get(cache_key)
+        if planned is None:
+            whole = (
+                decode_whole(whole_text)
+                if whole_text is not None
+                else (False,) * len(layout.values)
+            )
+            text, parts = statement_text(layout, want, whole, _PLACEHOLDER)
+            planned = self._summary_statements[cache_key] = (_sql(text, read.table), parts)
+        statement, parts = planned
+        try:
+            record = conn.execute(statement, (key, read.since, read.until)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "overflow" not in str(exc):
+                raise
+            return self._read_one(conn, read)  # a sum past int64
+        summary = summary_of(record, parts, dict(statements.decoders))
+        return self._read_one(conn, read) if summary is None else summary
 
     def prune(self, table: str, before: int, keep_latest: bool = True) -> int:
         conn = self._conn()
@@ -327,6 +440,7 @@ class SqliteOnlineStore:
             for (table,) in conn.execute(f"SELECT table_id FROM {_LAYOUTS}").fetchall():
                 conn.execute(_sql(f"DROP TABLE IF EXISTS {_PLACEHOLDER}", table))
             conn.execute(f"DELETE FROM {_LAYOUTS}")
+            conn.execute(f"DELETE FROM {WHOLE_TABLE}")
             conn.execute(f"DELETE FROM {_FRESHNESS}")
         self._schema_version = -1
 

@@ -10,6 +10,11 @@ Labels live in their own table with their history; ``predictions()`` joins the l
 (latest ``observed_at``, then the latest received). ``keys``, ``request`` and ``features`` are
 JSON (``jsonb`` in PostgreSQL), and a canonical ``keys_json`` (sorted keys, no spaces) is
 indexed with ``prediction_time`` to match feedback that names keys instead of an id.
+
+Schema version 2 records which experiment, variant and assignment produced each prediction,
+whether it was answered (``served``; shadows are not) and its in-process latency, and keeps
+``mlprod_scoring_errors``: variants that raised while the control answered for them. A
+version-1 log is migrated in place (ALTER TABLE ADD COLUMN) when it is opened.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from mlprod.project.serving import LogSpec
 from mlprod.serve.predlog._shared import (
     PREDICTIONS_SCHEMA,
     SCHEMA_VERSION,
+    SCORING_ERRORS_SCHEMA,
     Feedback,
     FeedbackResult,
     PredictionLog,
     PredictionRecord,
+    ScoringError,
     canonical_keys,
     feature_table,
 )
@@ -34,6 +41,7 @@ from mlprod.serve.predlog.sqlite import SqlitePredictionLog
 __all__ = [
     "PREDICTIONS_SCHEMA",
     "SCHEMA_VERSION",
+    "SCORING_ERRORS_SCHEMA",
     "Feedback",
     "FeedbackResult",
     "LogSpec",
@@ -41,6 +49,7 @@ __all__ = [
     "PredictionLog",
     "PredictionLogError",
     "PredictionRecord",
+    "ScoringError",
     "SqlitePredictionLog",
     "canonical_keys",
     "feature_table",

@@ -16,10 +16,13 @@ import pyarrow as pa
 
 from mlprod.errors import InputError, PredictionLogError
 
-SCHEMA_VERSION = 1
+# Version 2 added the experiment columns (experiment, variant, assignment, served, latency_ms)
+# and the scoring errors table; a version-1 log is migrated in place when it is opened.
+SCHEMA_VERSION = 2
 PREDICTIONS = "mlprod_predictions"
 FEEDBACK = "mlprod_feedback"
 META = "mlprod_log_meta"
+SCORING_ERRORS = "mlprod_scoring_errors"
 
 # What ``predictions()`` returns; keys, request and features are JSON text.
 PREDICTIONS_SCHEMA = pa.schema(
@@ -38,6 +41,23 @@ PREDICTIONS_SCHEMA = pa.schema(
         ("label", pa.bool_()),
         ("labelled_at", pa.timestamp("us")),
         ("label_source", pa.string()),
+        ("experiment", pa.string()),
+        ("variant", pa.string()),
+        ("assignment", pa.string()),
+        ("served", pa.bool_()),
+        ("latency_ms", pa.float64()),
+    ]
+)
+
+# What ``scoring_errors()`` returns: one row per failure of a variant that another answered for.
+SCORING_ERRORS_SCHEMA = pa.schema(
+    [
+        ("at", pa.timestamp("us")),
+        ("experiment", pa.string()),
+        ("variant", pa.string()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("message", pa.string()),
     ]
 )
 
@@ -55,6 +75,23 @@ class PredictionRecord:
     score: float
     decision: bool
     source: str = "rest"  # "rest", "batch", "parity", ...
+    experiment: str | None = None  # the experiment that routed it (None: no experiment)
+    variant: str | None = None  # the variant that scored it
+    assignment: str | None = None  # "sticky", "random", "fallback", "shadow"; None: none
+    served: bool = True  # False for shadow predictions (scored and logged, never answered)
+    latency_ms: float | None = None  # in-process time to compute features and score
+
+
+@dataclass(frozen=True)
+class ScoringError:
+    """A served variant that raised while scoring; the control answered instead."""
+
+    experiment: str | None
+    variant: str | None
+    model_name: str
+    model_version: str
+    message: str
+    at: datetime | None = None  # default now (UTC)
 
 
 @dataclass(frozen=True)
@@ -102,10 +139,17 @@ class PredictionLog(Protocol):
         model_name: str | None = None,
         since: datetime | None = None,
         limit: int | None = None,
+        experiment: str | None = None,
     ) -> pa.Table:
         """Predictions by ``predicted_at`` (the latest ``limit`` of them), latest label joined."""
 
     def count(self) -> int: ...
+
+    def record_error(self, error: ScoringError) -> None:
+        """Store a scoring failure (what the error-rate guardrail counts)."""
+
+    def scoring_errors(self, since: datetime | None = None) -> pa.Table:
+        """Scoring failures by ``at`` (``SCORING_ERRORS_SCHEMA``), those at or after ``since``."""
 
     def ping(self) -> None:
         """Raise PredictionLogError when the log cannot be reached (for /ready)."""
@@ -127,6 +171,7 @@ def _filters(
     since: datetime | None,
     placeholder: str,
     time: Callable[[datetime], Any],
+    experiment: str | None = None,
 ) -> tuple[str, list[Any]]:
     """The WHERE condition and parameters of ``predictions``: the backends differ only in
     their placeholder and in how a time is passed."""
@@ -135,6 +180,9 @@ def _filters(
     if model_name is not None:
         where.append(f"p.model_name = {placeholder}")
         params.append(model_name)
+    if experiment is not None:
+        where.append(f"p.experiment = {placeholder}")
+        params.append(experiment)
     if since is not None:
         where.append(f"p.predicted_at >= {placeholder}")
         params.append(time(_utc_naive(since)))
@@ -206,14 +254,45 @@ def _record_row(record: PredictionRecord) -> tuple[Any, ...]:
         float(record.score),
         bool(record.decision),
         record.source,
+        record.experiment,
+        record.variant,
+        record.assignment,
+        bool(record.served),
+        None if record.latency_ms is None else float(record.latency_ms),
     )
 
 
 # The columns of ``_record_row``, in its order.
 _COLUMNS = (
     "prediction_id, predicted_at, prediction_time, model_name, model_version, keys_json, keys, "
-    "request, features, score, decision, source"
+    "request, features, score, decision, source, experiment, variant, assignment, served, "
+    "latency_ms"
 )
+_COLUMN_COUNT = 17
+# The columns version 2 added to a version-1 log: name, SQLite type, PostgreSQL type.
+_V2_COLUMNS = (
+    ("experiment", "TEXT", "text"),
+    ("variant", "TEXT", "text"),
+    ("assignment", "TEXT", "text"),
+    ("served", "INTEGER NOT NULL DEFAULT 1", "boolean NOT NULL DEFAULT true"),
+    ("latency_ms", "REAL", "double precision"),
+)
+# The columns of a scoring error row, in ``SCORING_ERRORS_SCHEMA`` order.
+_ERROR_COLUMNS = "at, experiment, variant, model_name, model_version, message"
+
+
+def _error_row(error: ScoringError) -> tuple[Any, ...]:
+    at = _utc_naive(error.at) if error.at is not None else _now()
+    return (
+        at,
+        error.experiment,
+        error.variant,
+        error.model_name,
+        error.model_version,
+        error.message,
+    )
+
+
 # A feedback row to insert: prediction_id, label, observed_at, received_at, source.
 _FeedbackRow = tuple[str, bool, datetime, datetime, str]
 
@@ -256,11 +335,11 @@ def _plan_feedback(
     return rows, FeedbackResult(applied=applied, duplicates=duplicates, unmatched=unmatched)
 
 
-def _table(rows: Iterable[Sequence[Any]]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) or [()] * len(PREDICTIONS_SCHEMA)
+def _table(rows: Iterable[Sequence[Any]], schema: pa.Schema = PREDICTIONS_SCHEMA) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) or [()] * len(schema)
     return pa.Table.from_arrays(
-        [pa.array(list(c), type=f.type) for c, f in zip(columns, PREDICTIONS_SCHEMA, strict=True)],
-        schema=PREDICTIONS_SCHEMA,
+        [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)],
+        schema=schema,
     )
 
 

@@ -16,14 +16,20 @@ from mlprod.data.postgres import redact
 from mlprod.errors import PredictionLogError
 from mlprod.serve.predlog._shared import (
     _COLUMNS,
+    _ERROR_COLUMNS,
+    _V2_COLUMNS,
     FEEDBACK,
     META,
     PREDICTIONS,
     SCHEMA_VERSION,
+    SCORING_ERRORS,
+    SCORING_ERRORS_SCHEMA,
     Feedback,
     FeedbackResult,
     PredictionRecord,
+    ScoringError,
     _duplicate_message,
+    _error_row,
     _filters,
     _newer_schema,
     _PerThread,
@@ -53,10 +59,22 @@ _PG_DDL = (
         UNIQUE (prediction_id, label, observed_at))""",
     "CREATE TABLE IF NOT EXISTS {m} (schema_version integer NOT NULL)",
 )
-_PG_INSERT = (
-    f"INSERT INTO {{p}} ({_COLUMNS}) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s, %s)"
+# Version 1 -> 2: the experiment columns and the scoring errors (also part of a new log).
+_PG_V2 = (
+    *(f"ALTER TABLE {{p}} ADD COLUMN IF NOT EXISTS {name} {kind}" for name, _, kind in _V2_COLUMNS),
+    "CREATE INDEX IF NOT EXISTS mlprod_predictions_experiment ON {p} (experiment, predicted_at)",
+    """CREATE TABLE IF NOT EXISTS {e} (
+        error_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at timestamp NOT NULL,
+        experiment text, variant text, model_name text NOT NULL, model_version text NOT NULL,
+        message text NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS mlprod_scoring_errors_at ON {e} (at)",
 )
+_PG_INSERT = (
+    f"INSERT INTO {{p}} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, "
+    "%s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_PG_ERRORS = f"""SELECT {_ERROR_COLUMNS} FROM {{e}}
+WHERE %s::timestamp IS NULL OR at >= %s::timestamp ORDER BY at, error_id"""
 _PG_MATCH = """SELECT i, p.prediction_id FROM unnest(%s::int[], %s::text[]) AS f (i, pid)
     JOIN {p} AS p ON p.prediction_id = f.pid
 UNION ALL
@@ -70,7 +88,8 @@ _PG_FEEDBACK_INSERT = """INSERT INTO {f} (prediction_id, label, observed_at, rec
 VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"""
 _PG_SELECT = """SELECT p.prediction_id, p.predicted_at, p.prediction_time, p.model_name,
     p.model_version, p.keys::text, p.request::text, p.features::text, p.score, p.decision,
-    p.source, f.label, f.observed_at, f.source
+    p.source, f.label, f.observed_at, f.source,
+    p.experiment, p.variant, p.assignment, p.served, p.latency_ms
 FROM {p} AS p LEFT JOIN LATERAL (
     SELECT label, observed_at, source FROM {f} WHERE prediction_id = p.prediction_id
     ORDER BY observed_at DESC, feedback_id DESC LIMIT 1) AS f ON TRUE
@@ -87,6 +106,7 @@ class PostgresPredictionLog:
             "p": sql.Identifier(schema, PREDICTIONS),
             "f": sql.Identifier(schema, FEEDBACK),
             "m": sql.Identifier(schema, META),
+            "e": sql.Identifier(schema, SCORING_ERRORS),
         }
         self._conns = _PerThread(
             self._connect, lambda conn: conn.close(), lambda conn: not conn.closed
@@ -170,10 +190,14 @@ class PostgresPredictionLog:
                     cur.execute(self._q(statement))
             cur.execute(self._q("SELECT max(schema_version) FROM {m}"))
             version = _scalar(cur.fetchone())
-            if version is None:
-                cur.execute(self._q("INSERT INTO {m} VALUES (%s)"), (SCHEMA_VERSION,))
-            elif version > SCHEMA_VERSION:
+            if version is not None and version > SCHEMA_VERSION:
                 raise _newer_schema(f"{redact(self.url)} (schema '{self.schema}')", version)
+            if version is None or version < 2:
+                for statement in _PG_V2:
+                    cur.execute(self._q(statement))
+            if version is None or version < SCHEMA_VERSION:
+                cur.execute(self._q("DELETE FROM {m}"))
+                cur.execute(self._q("INSERT INTO {m} VALUES (%s)"), (SCHEMA_VERSION,))
 
     def append(self, records: Sequence[PredictionRecord]) -> None:
         rows = [_record_row(record) for record in records]
@@ -221,8 +245,9 @@ class PostgresPredictionLog:
         model_name: str | None = None,
         since: datetime | None = None,
         limit: int | None = None,
+        experiment: str | None = None,
     ) -> pa.Table:
-        where, params = _filters(model_name, since, "%s", lambda t: t)
+        where, params = _filters(model_name, since, "%s", lambda t: t, experiment)
         query = self._q(_PG_SELECT, where=sql.SQL(where))
         with self._errors("reading"):
             rows = self._read(query, [*params, limit])
@@ -232,6 +257,19 @@ class PostgresPredictionLog:
         with self._errors("reading"):
             rows = self._read(self._q("SELECT count(*) FROM {p}"))
         return int(rows[0][0])
+
+    def record_error(self, error: ScoringError) -> None:
+        with self._errors("writing a scoring error to"), self._transaction() as cur:
+            cur.execute(
+                self._q(f"INSERT INTO {{e}} ({_ERROR_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"),
+                _error_row(error),
+            )
+
+    def scoring_errors(self, since: datetime | None = None) -> pa.Table:
+        start = None if since is None else _utc_naive(since)
+        with self._errors("reading"):
+            rows = self._read(self._q(_PG_ERRORS), (start, start))
+        return _table(rows, SCORING_ERRORS_SCHEMA)
 
     def ping(self) -> None:
         with self._errors("reading"):

@@ -21,14 +21,21 @@ import pyarrow as pa
 
 from mlprod.errors import PredictionLogError
 from mlprod.serve.predlog._shared import (
+    _COLUMN_COUNT,
     _COLUMNS,
+    _ERROR_COLUMNS,
+    _V2_COLUMNS,
     FEEDBACK,
     PREDICTIONS,
     SCHEMA_VERSION,
+    SCORING_ERRORS,
+    SCORING_ERRORS_SCHEMA,
     Feedback,
     FeedbackResult,
     PredictionRecord,
+    ScoringError,
     _duplicate_message,
+    _error_row,
     _filters,
     _newer_schema,
     _PerThread,
@@ -55,11 +62,20 @@ _SQLITE_DDL = (
         prediction_id TEXT NOT NULL REFERENCES {PREDICTIONS} (prediction_id),
         label INTEGER NOT NULL, observed_at TEXT NOT NULL, received_at TEXT NOT NULL,
         source TEXT NOT NULL, UNIQUE (prediction_id, label, observed_at))""",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+# Version 1 -> 2: the experiment columns and the scoring errors (also part of a new log).
+_SQLITE_V2 = (
+    *(f"ALTER TABLE {PREDICTIONS} ADD COLUMN {name} {kind}" for name, kind, _ in _V2_COLUMNS),
+    f"CREATE INDEX {PREDICTIONS}_experiment ON {PREDICTIONS} (experiment, predicted_at)",
+    f"""CREATE TABLE {SCORING_ERRORS} (
+        error_id INTEGER PRIMARY KEY, at TEXT NOT NULL, experiment TEXT, variant TEXT,
+        model_name TEXT NOT NULL, model_version TEXT NOT NULL, message TEXT NOT NULL)""",
+    f"CREATE INDEX {SCORING_ERRORS}_at ON {SCORING_ERRORS} (at)",
 )
 _SQLITE_SELECT = f"""SELECT p.prediction_id, p.predicted_at, p.prediction_time, p.model_name,
     p.model_version, p.keys, p.request, p.features, p.score, p.decision, p.source,
-    f.label, f.observed_at, f.source
+    f.label, f.observed_at, f.source,
+    p.experiment, p.variant, p.assignment, p.served, p.latency_ms
 FROM {PREDICTIONS} AS p LEFT JOIN {FEEDBACK} AS f ON f.feedback_id = (
     SELECT feedback_id FROM {FEEDBACK} WHERE prediction_id = p.prediction_id
     ORDER BY observed_at DESC, feedback_id DESC LIMIT 1)"""
@@ -91,11 +107,16 @@ class SqlitePredictionLog:
                 )
             with self._write() as conn:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise _newer_schema(str(self.path), version)
                 if version == 0:
                     for statement in _SQLITE_DDL:
                         conn.execute(statement)
-                elif version > SCHEMA_VERSION:
-                    raise _newer_schema(str(self.path), version)
+                if version < 2:
+                    for statement in _SQLITE_V2:
+                        conn.execute(statement)
+                if version < SCHEMA_VERSION:
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -134,7 +155,8 @@ class SqlitePredictionLog:
         rows = [_sqlite_row(record) for record in records]
         with self._errors("writing to"), self._write() as conn:
             conn.executemany(
-                f"INSERT INTO {PREDICTIONS} ({_COLUMNS}) VALUES ({', '.join('?' * 12)})", rows
+                f"INSERT INTO {PREDICTIONS} ({_COLUMNS}) VALUES ({', '.join('?' * _COLUMN_COUNT)})",
+                rows,
             )
 
     def add_feedback(self, feedback: Sequence[Feedback]) -> FeedbackResult:
@@ -176,8 +198,9 @@ class SqlitePredictionLog:
         model_name: str | None = None,
         since: datetime | None = None,
         limit: int | None = None,
+        experiment: str | None = None,
     ) -> pa.Table:
-        where, params = _filters(model_name, since, "?", _text_time)
+        where, params = _filters(model_name, since, "?", _text_time, experiment)
         query = (
             f"{_SQLITE_SELECT} WHERE {where} "
             "ORDER BY p.predicted_at DESC, p.prediction_id DESC LIMIT ?"
@@ -194,7 +217,9 @@ class SqlitePredictionLog:
                     row[10],
                     None if row[11] is None else bool(row[11]),
                     _parse_time(row[12]),
-                    row[13],
+                    *row[13:17],
+                    bool(row[17]),
+                    row[18],
                 )
                 for row in rows
             ]
@@ -207,6 +232,21 @@ class SqlitePredictionLog:
             )
         return found
 
+    def record_error(self, error: ScoringError) -> None:
+        at, *rest = _error_row(error)
+        with self._errors("writing a scoring error to"), self._write() as conn:
+            conn.execute(
+                f"INSERT INTO {SCORING_ERRORS} ({_ERROR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (_text_time(at), *rest),
+            )
+
+    def scoring_errors(self, since: datetime | None = None) -> pa.Table:
+        query = f"SELECT {_ERROR_COLUMNS} FROM {SCORING_ERRORS} WHERE at >= ? ORDER BY at, error_id"
+        start = "" if since is None else _text_time(_utc_naive(since))
+        with self._errors("reading"):
+            rows = self._conns.get().execute(query, (start,)).fetchall()
+        return _table(((_parse_time(at), *rest) for at, *rest in rows), SCORING_ERRORS_SCHEMA)
+
     def ping(self) -> None:
         with self._errors("reading"):
             self._conns.get().execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -217,4 +257,13 @@ class SqlitePredictionLog:
 
 def _sqlite_row(record: PredictionRecord) -> tuple[Any, ...]:
     row = _record_row(record)
-    return (row[0], _text_time(row[1]), _text_time(row[2]), *row[3:10], int(row[10]), row[11])
+    return (
+        row[0],
+        _text_time(row[1]),
+        _text_time(row[2]),
+        *row[3:10],
+        int(row[10]),
+        *row[11:15],
+        int(row[15]),
+        row[16],
+    )
