@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -23,8 +22,11 @@ from mlprod.cli import Debug, Json, ProjectDir, _load, _print_json, _run, app, c
 
 if TYPE_CHECKING:
     from mlprod.api import Project
+    from mlprod.serve.routing.guardrails import GuardrailLimits
     from mlprod.serve.routing.policy import RoutingPolicy
     from mlprod.serve.routing.state import RolloutState, RoutingStore
+
+T = TypeVar("T")
 
 rollout_app = typer.Typer(
     help="Move traffic to a new version step by step, guarded by its live metrics.",
@@ -53,15 +55,20 @@ def _actor(given: str | None) -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-@contextmanager
-def _store(project: Project) -> Iterator[RoutingStore]:
+def _with_store(folder: Path, debug: bool, work: Callable[[Project, RoutingStore], T]) -> T:
+    """Load the project and run ``work`` on its routing store, closed after; errors as one line."""
     from mlprod.serve.routing.state import RoutingStore
 
-    store = RoutingStore.for_log(project.config.log, project.folder)
-    try:
-        yield store
-    finally:
-        store.close()
+    loaded = _run(debug, lambda: _load(folder))
+
+    def run() -> T:
+        store = RoutingStore.for_log(loaded.config.log, loaded.folder)
+        try:
+            return work(loaded, store)
+        finally:
+            store.close()
+
+    return _run(debug, run)
 
 
 def _configured(project: Project) -> RoutingPolicy | None:
@@ -69,6 +76,13 @@ def _configured(project: Project) -> RoutingPolicy | None:
 
     deploy = project.config.deploy
     return policy_from_config(deploy) if deploy is not None else None
+
+
+def _current_policy(store: RoutingStore, project: Project) -> RoutingPolicy:
+    """The stored policy, else mlprod.yaml's, else the champion alone."""
+    from mlprod.serve.routing.rollout import base_policy
+
+    return base_policy(store, _configured(project), f"{project.registry_name}@champion")
 
 
 @rollout_app.command("start")
@@ -96,23 +110,21 @@ def rollout_start(
     to champion after the last step.
     """
     from mlprod.serve.routing.guardrails import GuardrailLimits
-    from mlprod.serve.routing.rollout import MlflowRegistry, base_policy, start_rollout
+    from mlprod.serve.routing.rollout import MlflowRegistry, start_rollout
     from mlprod.serve.routing.state import Action
 
-    loaded = _run(debug, lambda: _load(project))
-    deploy = loaded.config.deploy
-    limits = GuardrailLimits.from_config(deploy.guardrails if deploy is not None else None)
-    registry = MlflowRegistry(loaded.tracking_uri())
+    def start(loaded: Project, store: RoutingStore) -> tuple[RolloutState, GuardrailLimits]:
+        deploy = loaded.config.deploy
+        limits = GuardrailLimits.from_config(deploy.guardrails if deploy is not None else None)
+        registry = MlflowRegistry(loaded.tracking_uri())
+        base = _current_policy(store, loaded)
+        action = Action(_actor(actor), "rollout.start", {"via": "cli"})
+        state = start_rollout(
+            store, registry, base, model, steps, every, limits, action, experiment
+        )
+        return state, limits
 
-    def start() -> RolloutState:
-        with _store(loaded) as store:
-            base = base_policy(store, _configured(loaded), f"{loaded.registry_name}@champion")
-            action = Action(_actor(actor), "rollout.start", {"via": "cli"})
-            return start_rollout(
-                store, registry, base, model, steps, every, limits, action, experiment
-            )
-
-    state = _run(debug, start)
+    state, limits = _with_store(project, debug, start)
     if as_json:
         _print_json(state.to_json())
         return
@@ -137,11 +149,10 @@ def rollout_status(
     from mlprod.serve.routing.rollout import MlflowRegistry, judge_step
     from mlprod.serve.routing.state import RUNNING
 
-    loaded = _run(debug, lambda: _load(project))
-
-    def status() -> tuple[RolloutState | None, dict[str, Any] | None]:
-        with _store(loaded) as store:
-            state = store.rollout()
+    def status(
+        loaded: Project, store: RoutingStore
+    ) -> tuple[RolloutState | None, dict[str, Any] | None]:
+        state = store.rollout()
         if state is None or state.status != RUNNING:
             return state, None
         log = loaded.prediction_log()
@@ -151,7 +162,7 @@ def rollout_status(
             log.close()
         return state, {"judged": verdict.judged, **verdict.measures}
 
-    state, live = _run(debug, status)
+    state, live = _with_store(project, debug, status)
     if as_json:
         _print_json({"rollout": state.to_json() if state else None, "live": live})
         return
@@ -210,13 +221,10 @@ def rollout_abort(
     from mlprod.serve.routing.rollout import abort_rollout
     from mlprod.serve.routing.state import Action
 
-    loaded = _run(debug, lambda: _load(project))
+    def abort(loaded: Project, store: RoutingStore) -> RolloutState:
+        return abort_rollout(store, Action(_actor(actor), "rollout.abort", {"via": "cli"}))
 
-    def abort() -> RolloutState:
-        with _store(loaded) as store:
-            return abort_rollout(store, Action(_actor(actor), "rollout.abort", {"via": "cli"}))
-
-    state = _run(debug, abort)
+    state = _with_store(project, debug, abort)
     if as_json:
         _print_json(state.to_json())
     else:
@@ -231,16 +239,14 @@ def routing_show(
     project: ProjectDir = Path("."), as_json: Json = False, debug: Debug = False
 ) -> None:
     """The routing policy the servers follow (the newest stored, else mlprod.yaml's)."""
-    loaded = _run(debug, lambda: _load(project))
 
-    def show() -> tuple[RoutingPolicy | None, str]:
-        with _store(loaded) as store:
-            stored = store.policy()
+    def show(loaded: Project, store: RoutingStore) -> tuple[RoutingPolicy | None, str]:
+        stored = store.policy()
         if stored is not None:
             return stored, f"revision {stored.revision}"
         return _configured(loaded), "from mlprod.yaml (no revision stored)"
 
-    policy, origin = _run(debug, show)
+    policy, origin = _with_store(project, debug, show)
     if as_json:
         _print_json({"policy": policy.to_json() if policy else None, "origin": origin})
         return
@@ -298,37 +304,31 @@ def routing_set(
     """
     from mlprod.errors import RolloutError
     from mlprod.serve.routing.policy import RoutingPolicy
-    from mlprod.serve.routing.rollout import base_policy
     from mlprod.serve.routing.state import RUNNING, Action
 
-    loaded = _run(debug, lambda: _load(project))
-
-    def change() -> RoutingPolicy:
-        variants = [_variant(text, weighted=True) for text in variant]
-        shadows = [_variant(text, weighted=False) for text in shadow or []]
-        with _store(loaded) as store:
-            running = store.rollout()
-            if running is not None and running.status == RUNNING:
-                raise RolloutError(
-                    f"a rollout of {running.challenger} is running and sets the routing; abort "
-                    "it first with 'mlprod rollout abort'"
-                )
-            current = base_policy(store, _configured(loaded), f"{loaded.registry_name}@champion")
-            policy = RoutingPolicy(
-                experiment=experiment or current.experiment,
-                variants=tuple(variants),
-                shadows=tuple(shadows),
-                assign_by=assign_by if assign_by is not None else current.assign_by,
-                salt=current.salt if experiment is None else None,
+    def change(loaded: Project, store: RoutingStore) -> RoutingPolicy:
+        running = store.rollout()
+        if running is not None and running.status == RUNNING:
+            raise RolloutError(
+                f"a rollout of {running.challenger} is running and sets the routing; abort "
+                "it first with 'mlprod rollout abort'"
             )
-            action = Action(
-                _actor(actor), "routing.set", {"via": "cli", "policy": policy.to_json()}
-            )
-            published = store.publish(policy, action)
-            assert published is not None
-            return published
+        current = _current_policy(store, loaded)
+        policy = RoutingPolicy(
+            experiment=experiment or current.experiment,
+            variants=tuple(variants),
+            shadows=tuple(shadows),
+            assign_by=assign_by if assign_by is not None else current.assign_by,
+            salt=current.salt if experiment is None else None,
+        )
+        action = Action(_actor(actor), "routing.set", {"via": "cli", "policy": policy.to_json()})
+        published = store.publish(policy, action)
+        assert published is not None
+        return published
 
-    policy = _run(debug, change)
+    variants = _run(debug, lambda: [_variant(text, weighted=True) for text in variant])
+    shadows = _run(debug, lambda: [_variant(text, weighted=False) for text in shadow or []])
+    policy = _with_store(project, debug, change)
     if as_json:
         _print_json(policy.to_json())
     else:

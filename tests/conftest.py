@@ -41,11 +41,17 @@ def flights_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def small_db(flights_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two days of flights and the full small tables, in a DuckDB file of their own."""
     path = tmp_path_factory.mktemp("small") / "small.duckdb"
+    return copy_flights(flights_db, path, "month = 1 AND day <= 2")
+
+
+def copy_flights(flights_db: Path, path: Path, where: str) -> Path:
+    """A DuckDB file at ``path`` with the flights for which ``where`` (a test's own SQL
+    condition) holds, in flight_id order, and the other tables whole."""
     with duckdb.connect(str(path)) as con:
         con.execute("ATTACH ? AS full_db (READ_ONLY)", [str(flights_db)])
         con.execute(
-            "CREATE TABLE flights AS SELECT * FROM full_db.flights "
-            "WHERE month = 1 AND day <= 2 ORDER BY flight_id"
+            f"CREATE TABLE flights AS SELECT * FROM full_db.flights WHERE {where} "
+            "ORDER BY flight_id"
         )
         for table in ("weather", "planes", "airports"):
             con.execute(f"CREATE TABLE {table} AS SELECT * FROM full_db.{table}")

@@ -12,9 +12,6 @@ for it (version 2 reads a subset of the same tables).
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,9 +24,9 @@ import httpx
 import psycopg
 import pyarrow as pa
 import pytest
-import uvicorn
 import yaml
-from conftest import FLIGHTS_EXAMPLE
+from conftest import FLIGHTS_EXAMPLE, copy_flights
+from live_server import start_server
 from psycopg import sql
 
 from mlprod import Project
@@ -73,15 +70,7 @@ def _train_two_versions(flights_db: Path, tmp_path_factory: pytest.TempPathFacto
     from mlprod.registry.models import promote
 
     root = tmp_path_factory.mktemp("routing")
-    sample = root / "sample.duckdb"
-    with duckdb.connect(str(sample)) as con:
-        con.execute("ATTACH ? AS full_db (READ_ONLY)", [str(flights_db)])
-        con.execute(
-            "CREATE TABLE flights AS SELECT * FROM full_db.flights WHERE day <= 3 "
-            "ORDER BY flight_id"
-        )
-        for table in ("weather", "planes", "airports"):
-            con.execute(f"CREATE TABLE {table} AS SELECT * FROM full_db.{table}")
+    sample = copy_flights(flights_db, root / "sample.duckdb", "day <= 3")
     folder = root / "flights"
     shutil.copytree(FLIGHTS_EXAMPLE, folder, ignore=shutil.ignore_patterns(".mlprod", "data"))
     (folder / "data").mkdir()
@@ -149,33 +138,14 @@ def routed(two: TwoVersions, policy: RoutingPolicy, log: PredictionLog) -> Route
 # --- a real server ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def serving(service: ScoringService) -> Iterator[httpx.Client]:
     """uvicorn on loopback around ``service``, stopped (not the service) on exit."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, max_records=2000, max_body_bytes=10_000_000),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            access_log=False,
-        )
+    server, thread, url = start_server(
+        create_app(service, max_records=2000, max_body_bytes=10_000_000)
     )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60) as client:
             yield client
     finally:
         server.should_exit = True

@@ -4,18 +4,15 @@ each change that names who did it and holds nothing of the token."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
+from live_server import start_server
 
 from mlprod import Project
 from mlprod.serve.app import create_app
@@ -38,14 +35,6 @@ ROUTES = [
 ]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def project(deployed: Project, tmp_path_factory: pytest.TempPathFactory) -> Project:
     """The deployed project (same registry and online store) with a log of its own."""
@@ -66,20 +55,6 @@ class Servers:
     log_file: Path
 
 
-def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def servers(project: Project, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[Servers]:
     monkeypatch_module.delenv("MLPROD_ADMIN_TOKEN", raising=False)
@@ -94,8 +69,8 @@ def servers(project: Project, monkeypatch_module: pytest.MonkeyPatch) -> Iterato
         poll_s=0.1,
     )
     running = [
-        _serve(create_app(service, routing=routing, admin_token=TOKEN)),
-        _serve(create_app(service)),  # MLPROD_ADMIN_TOKEN is unset: disabled
+        start_server(create_app(service, routing=routing, admin_token=TOKEN)),
+        start_server(create_app(service)),  # MLPROD_ADMIN_TOKEN is unset: disabled
     ]
     reader = RoutingStore.for_log(project.config.log, project.folder)
     with (

@@ -382,6 +382,14 @@ def mlprod(*args: str | Path) -> Result:
     return runner.invoke(app, [str(a) for a in args])
 
 
+def report_json(experiment: str, folder: Path, *options: str) -> dict[str, Any]:
+    """``mlprod experiment report EXPERIMENT -p FOLDER --json OPTIONS``, read back."""
+    result = mlprod("experiment", "report", experiment, "-p", folder, "--json", *options)
+    assert result.exit_code == 0, result.output
+    shown: dict[str, Any] = json.loads(result.stdout)
+    return shown
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The flights example (train.value tp 300, fp -100) with a logged experiment, outcomes
@@ -427,18 +435,7 @@ def test_cli_prints_the_tables(project: Path) -> None:
 
 
 def test_cli_json_has_the_documented_fields(project: Path) -> None:
-    result = mlprod(
-        "experiment",
-        "report",
-        "flights-ab",
-        "--project",
-        project,
-        "--json",
-        "--weights",
-        "control=1,challenger=1",
-    )
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
+    report = report_json("flights-ab", project, "--weights", "control=1,challenger=1")
     assert set(report) == {
         "experiment",
         "since",
@@ -499,7 +496,7 @@ def test_cli_without_outcomes_says_so(project: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "no outcomes yet" in result.stdout
     assert "sample ratio: not checked (no weights" in result.stdout
-    shown = json.loads(mlprod("experiment", "report", "waiting", "-p", project, "--json").stdout)
+    shown = report_json("waiting", project)
     assert [v["outcomes"] for v in shown["variants"]] == [None, None]
 
 
@@ -534,24 +531,15 @@ def test_cli_takes_the_weights_of_the_deploy_section(tmp_path: Path) -> None:
         {"name": "challenger", "model": "flights/2", "weight": 40},
     ]
     folder = small_project(tmp_path, {"experiment": "flights-ab", "variants": variants})
-    shown = json.loads(mlprod("experiment", "report", "flights-ab", "-p", folder, "--json").stdout)
+    shown = report_json("flights-ab", folder)
     assert (shown["weights"], shown["weights_source"]) == (
         {"control": 60.0, "challenger": 40.0},
         "mlprod.yaml deploy",
     )
     assert shown["sample_ratio"]["expected"] == {"control": 60.0, "challenger": 40.0}
     # --weights wins over the config.
-    given = mlprod(
-        "experiment",
-        "report",
-        "flights-ab",
-        "-p",
-        folder,
-        "--json",
-        "--weights",
-        "control=1,challenger=1",
-    )
-    assert json.loads(given.stdout)["weights_source"] == "--weights"
+    given = report_json("flights-ab", folder, "--weights", "control=1,challenger=1")
+    assert given["weights_source"] == "--weights"
 
 
 def test_cli_takes_the_weights_the_routing_store_served(tmp_path: Path) -> None:
@@ -571,7 +559,7 @@ def test_cli_takes_the_weights_the_routing_store_served(tmp_path: Path) -> None:
     result = mlprod("experiment", "report", "flights-ab", "-p", folder)
     assert result.exit_code == 0, result.output
     assert "sample ratio vs weights from the routing store (revision 1): " in result.stdout
-    shown = json.loads(mlprod("experiment", "report", "flights-ab", "-p", folder, "--json").stdout)
+    shown = report_json("flights-ab", folder)
     assert shown["weights"] == {"control": 3.0, "challenger": 2.0}
     assert shown["sample_ratio"]["observed"] == {"control": 60, "challenger": 40}
     assert not shown["sample_ratio"]["mismatch"]
@@ -705,7 +693,7 @@ def test_cli_checks_each_revision_of_a_rollout_against_its_weights(tmp_path: Pat
     finally:
         store.close()
         log.close()
-    shown = json.loads(mlprod("experiment", "report", "flights-ab", "-p", folder, "--json").stdout)
+    shown = report_json("flights-ab", folder)
     assert shown["weights_source"] == "the routing store (revision 1 to 2)"
     assert [p["weights"] for p in shown["weight_periods"]] == [
         {"control": 90.0, "challenger": 10.0},
@@ -717,17 +705,8 @@ def test_cli_checks_each_revision_of_a_rollout_against_its_weights(tmp_path: Pat
         2,
         False,
     )
-    last_only = mlprod(
-        "experiment",
-        "report",
-        "flights-ab",
-        "-p",
-        folder,
-        "--json",
-        "--weights",
-        "control=1,challenger=1",
-    )
-    assert json.loads(last_only.stdout)["sample_ratio"]["mismatch"]
+    last_only = report_json("flights-ab", folder, "--weights", "control=1,challenger=1")
+    assert last_only["sample_ratio"]["mismatch"]
 
 
 def test_per_row_values_are_not_priced_yet(spec: LogSpec, tmp_path: Path) -> None:

@@ -15,11 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import nbformat
 import pytest
 import yaml
-from conftest import FLIGHTS_EXAMPLE, copy_example
+from conftest import FLIGHTS_EXAMPLE, copy_example, copy_flights
 from nbclient import NotebookClient
 
 NOTEBOOK = FLIGHTS_EXAMPLE / "walkthrough.ipynb"
@@ -72,15 +71,7 @@ def test_notebook_is_committed_without_outputs() -> None:
 def spring_db(flights_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """January to April of the flights, with the other tables whole."""
     path = tmp_path_factory.mktemp("spring") / "nycflights13.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute("ATTACH ? AS full_db (READ_ONLY)", [str(flights_db)])
-        con.execute(
-            "CREATE TABLE flights AS SELECT * FROM full_db.flights WHERE month <= 4 "
-            "ORDER BY flight_id"
-        )
-        for table in ("weather", "planes", "airports"):
-            con.execute(f"CREATE TABLE {table} AS SELECT * FROM full_db.{table}")
-    return path
+    return copy_flights(flights_db, path, "month <= 4")
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from live_server import start_server
 
 from mlprod.errors import RolloutError
 from mlprod.serve.predlog import (
@@ -370,14 +371,6 @@ def test_an_abort_sends_traffic_back_and_a_failed_promotion_halts(backend: Backe
 TOKEN = "rollout-test-" + uuid.uuid4().hex
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _raising_on_unknown_planes(pipeline: Any) -> Any:
     """The pipeline with a model that fails on rows without ``plane_year`` (a plane missing
     from the planes table): a logistic regression on that one column, which refuses NaN, as a
@@ -515,7 +508,6 @@ class Live:
 
 def _start_server(project: Any, limits: GuardrailLimits = LIVE_LIMITS) -> Live:
     import httpx
-    import uvicorn
 
     from mlprod.serve.app import create_app
     from mlprod.serve.routing.rollout import MlflowRegistry
@@ -537,18 +529,9 @@ def _start_server(project: Any, limits: GuardrailLimits = LIVE_LIMITS) -> Live:
         judge_every_s=0.2,
     )
     app = create_app(service, routing=routing, admin_token=TOKEN)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+    server, thread, url = start_server(app)
     client = httpx.Client(
-        base_url=f"http://127.0.0.1:{port}",
+        base_url=url,
         timeout=30,
         headers={"Authorization": f"Bearer {TOKEN}", "X-Actor": "release-bot"},
     )

@@ -30,13 +30,13 @@ import numpy as np
 import psycopg
 import pytest
 import yaml
+from live_server import free_port
 from psycopg import sql
 from routing_project import (
     AT,
     FaultyLoader,
     LogFactory,
     TwoVersions,
-    free_port,
     open_log,
     routed,
     serving,

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import calendar
 import json
-import socket
 import struct
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -25,20 +22,14 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
 import yaml
+from live_server import start_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlprod import Project
 from mlprod.serve.app import create_app
 
 AT = "2013-07-15T17:00:00"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -72,18 +63,8 @@ def production(
 @pytest.fixture(scope="module")
 def live(production: Project) -> Iterator[httpx.Client]:
     service = production.service()
-    app = create_app(service)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    server, thread, url = start_server(create_app(service))
+    with httpx.Client(base_url=url, timeout=30) as client:
         yield client
     server.should_exit = True
     thread.join(10)

@@ -62,15 +62,10 @@ PER = 1000  # business value is shown per this many predictions
 
 
 class ExperimentLog(Protocol):
-    """What the readout needs of a prediction log."""
+    """What the readout needs of a prediction log (the logs' own methods take more filters)."""
 
     def predictions(
-        self,
-        *,
-        model_name: str | None = None,
-        since: datetime | None = None,
-        limit: int | None = None,
-        experiment: str | None = None,
+        self, *, since: datetime | None = None, experiment: str | None = None
     ) -> pa.Table: ...
 
     def scoring_errors(self, since: datetime | None = None) -> pa.Table: ...

@@ -19,6 +19,7 @@ Without the section, ``mlprod serve`` serves one model. The server turns this se
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -74,6 +75,12 @@ class GuardrailsConfig(Strict):
     )
 
 
+def repeated_names(names: Iterable[str]) -> list[str]:
+    """The names given more than once, sorted: every variant and shadow needs its own."""
+    seen = list(names)
+    return sorted({name for name in seen if seen.count(name) > 1})
+
+
 class DeployConfig(Strict):
     """An experiment: served variants with weights, shadows, and how requests are assigned."""
 
@@ -94,8 +101,7 @@ class DeployConfig(Strict):
 
     @model_validator(mode="after")
     def _names_and_weights(self) -> DeployConfig:
-        names = [v.name for v in (*self.variants, *self.shadows)]
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        repeated = repeated_names(v.name for v in (*self.variants, *self.shadows))
         if repeated:
             raise ValueError(
                 f"variant name(s) {', '.join(repeated)} used more than once; give every "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -111,13 +112,7 @@ def install_admin_routes(app: FastAPI, auth: AdminAuth, sync: RoutingSync | None
     async def get_routing(request: Request) -> Response:
         current = routing(request)
         stored = await run_in_threadpool(current.routing.store.latest_revision)
-        return json_response(
-            {
-                "policy": current.service.policy.to_json(),
-                "applied_revision": current.applied,
-                "stored_revision": stored,
-            }
-        )
+        return _policy_response(current.service.policy, current, stored_revision=stored)
 
     @app.put(
         "/admin/routing", summary="Admin: store and apply a routing policy", include_in_schema=False
@@ -152,8 +147,7 @@ def install_admin_routes(app: FastAPI, auth: AdminAuth, sync: RoutingSync | None
             current.apply_latest()
             return published
 
-        published = await run_in_threadpool(publish)
-        return json_response({"policy": published.to_json(), "applied_revision": current.applied})
+        return await _answer_applied(publish, current)
 
     @app.get("/admin/rollout", summary="Admin: the latest rollout", include_in_schema=False)
     async def get_rollout(request: Request) -> Response:
@@ -236,8 +230,7 @@ def install_admin_routes(app: FastAPI, auth: AdminAuth, sync: RoutingSync | None
             )
             return applied
 
-        applied = await run_in_threadpool(again)
-        return json_response({"policy": applied.to_json(), "applied_revision": current.applied})
+        return await _answer_applied(again, current)
 
     @app.get("/admin/audit", summary="Admin: the latest audit rows", include_in_schema=False)
     async def audit(request: Request) -> Response:
@@ -248,6 +241,16 @@ def install_admin_routes(app: FastAPI, auth: AdminAuth, sync: RoutingSync | None
             raise HttpError(400, "limit must be a whole number from 1 to 1000") from None
         rows = await run_in_threadpool(current.routing.store.audit_trail, limit)
         return json_response({"audit": [row.to_json() for row in rows]})
+
+
+def _policy_response(policy: RoutingPolicy, sync: RoutingSync, **more: Any) -> Response:
+    """A policy, with the revision this server has applied (and ``more``), as the answer."""
+    return json_response({"policy": policy.to_json(), "applied_revision": sync.applied, **more})
+
+
+async def _answer_applied(change: Callable[[], RoutingPolicy], sync: RoutingSync) -> Response:
+    """Run ``change`` (blocking) off the event loop; answer with the policy it applied."""
+    return _policy_response(await run_in_threadpool(change), sync)
 
 
 def live_measures(sync: RoutingSync, state: RolloutState) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mlprod.errors import ConfigError
-from mlprod.project.deploy import DeployConfig
+from mlprod.project.deploy import DeployConfig, repeated_names
 from mlprod.serve.deployment import parse_model_reference
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -65,8 +65,7 @@ class RoutingPolicy:
             )
         if not self.variants:
             raise ConfigError(f"experiment '{self.experiment}' needs at least one variant")
-        names = [v.name for v in (*self.variants, *self.shadows)]
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        repeated = repeated_names(v.name for v in (*self.variants, *self.shadows))
         if repeated:
             raise ConfigError(
                 f"experiment '{self.experiment}' names variant(s) {', '.join(repeated)} more "

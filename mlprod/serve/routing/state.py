@@ -244,10 +244,7 @@ class RoutingStore:
                     json.dumps(list(state.steps)),
                     state.every_s,
                     json.dumps(state.guardrails),
-                    state.step,
-                    state.status,
-                    state.reason,
-                    json.dumps(state.measures),
+                    *_step_columns(state),
                     state.started_at,
                     state.step_started_at,
                     state.updated_at,
@@ -270,10 +267,7 @@ class RoutingStore:
             moved = run(
                 _UPDATE_ROLLOUT,
                 (
-                    new.step,
-                    new.status,
-                    new.reason,
-                    json.dumps(new.measures),
+                    *_step_columns(new),
                     new.step_started_at,
                     new.updated_at,
                     current.rollout_id,
@@ -315,6 +309,11 @@ def _publish(run: Run, policy: RoutingPolicy, actor: str) -> RoutingPolicy:
 def _audit(run: Run, action: Action) -> None:
     detail = json.dumps(dict(action.detail), sort_keys=True, default=str)
     run(_AUDIT, (now_utc(), action.actor, action.peer, action.action, detail))
+
+
+def _step_columns(state: RolloutState) -> tuple[int, str, str | None, str]:
+    """What judging a step changes, in the order of the rollouts table's columns."""
+    return state.step, state.status, state.reason, json.dumps(state.measures)
 
 
 def _rollout(row: Sequence[Any]) -> RolloutState:
