@@ -22,7 +22,7 @@ import yaml
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
-from mlprod.data.inspect_table import ColumnFacts, TableFacts, inspect_table
+from mlprod.data.inspect_table import ColumnFacts, TableFacts, inspect_table, table_file
 from mlprod.errors import ConfigError, MlprodError, did_you_mean
 from mlprod.features.expressions import parse_expression
 from mlprod.project.base import IDENTIFIER
@@ -65,10 +65,10 @@ def init_project(
     target = folder / CONFIG_FILE
     if target.exists() and not force:
         raise ConfigError(f"{target} already exists; pass --force to replace it")
-    data_path = Path(given.split(":")[0] if _is_duckdb_table(given) else given)
+    data_path = table_file(given)
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
-        facts = inspect_table(con, given, data_path, _TABLE)
+        facts = inspect_table(con, given, _TABLE)
         for column in facts.columns:
             if not re.match(IDENTIFIER, column.name):
                 raise ConfigError(
@@ -96,10 +96,6 @@ def init_project(
         "out of time" if time else "random",
         left_out,
     )
-
-
-def _is_duckdb_table(given: str) -> bool:
-    return re.match(r"^.+\.(?:duckdb|db|ddb):[A-Za-z_][A-Za-z0-9_]*$", given) is not None
 
 
 def _identifier(text: str, fallback: str) -> str:

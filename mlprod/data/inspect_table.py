@@ -47,13 +47,20 @@ class TableFacts:
         return next((c for c in self.columns if c.name == name), None)
 
 
+def table_file(given: str) -> Path:
+    """The file behind ``given``: the file itself, or the database of ``FILE.duckdb:TABLE``."""
+    match = _DUCKDB_TABLE.match(given)
+    return Path(match["path"] if match else given)
+
+
 def inspect_table(
-    con: duckdb.DuckDBPyConnection, given: str, path: Path, relation: str = "__init_table"
+    con: duckdb.DuckDBPyConnection, given: str, relation: str = "__init_table"
 ) -> TableFacts:
-    """Read ``path`` (as ``given`` by the user) into ``relation`` and describe its columns.
+    """Read ``given`` into ``relation`` and describe its columns.
 
     ``given`` is a CSV or Parquet file, or ``FILE.duckdb:TABLE``.
     """
+    path = table_file(given)
     location = _location(given)
     shown = f"'{given}'"
     if not path.exists():
