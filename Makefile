@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-quick fuzz lint check bench clean
+.PHONY: install demo test test-quick fuzz lint check bench clean system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,15 @@ demo: install
 	@echo "             -H 'content-type: application/json' \\"
 	@echo "             -d '{\"flight_id\": 1, \"hour\": 19, \"minute\": 0, \"year\": 2013, \"month\": 7, \"day\": 15, \"distance\": 1065, \"carrier\": \"UA\", \"origin\": \"EWR\", \"dest\": \"IAH\", \"tailnum\": \"N14228\", \"flight\": 1545}'"
 
+## Debian packages some tests drive for real: chromium (the dashboard in a browser) and
+## prometheus (promtool checks the exported alerting rules). Installed once, with apt-get.
+system-deps:
+	@command -v chromium >/dev/null && command -v promtool >/dev/null || \
+		(apt-get install -y --no-install-recommends chromium prometheus || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium prometheus))
+
 ## Lint, type-check and run the whole test suite (needs PostgreSQL; see README).
-test: install lint
+test: install lint system-deps
 	$(BIN)/python -m pytest -q
 
 ## The suite without the tests that train and deploy a model (for a quick loop while working).

@@ -632,7 +632,15 @@ def models_rollback(
 
 
 # These commands live in their own modules; importing them registers them on `app`.
-from mlprod import cli_deploy, cli_experiment, cli_init, cli_rollout  # noqa: E402, F401
+from mlprod import (  # noqa: E402, F401
+    cli_deploy,
+    cli_experiment,
+    cli_export,
+    cli_init,
+    cli_loop,
+    cli_monitor,
+    cli_rollout,
+)
 
 
 def main() -> None:

@@ -279,6 +279,16 @@ def _describe_routing(service: RoutedService) -> str:
 
 
 def _app(loaded: Project, service: OnlineService | RoutedService) -> FastAPI:
+    """The server's app: scoring (routed when an experiment runs) and the monitoring of the
+    project (``/dashboard``, the monitoring gauges on ``/metrics``)."""
+    from mlprod.monitor.server import install_monitoring
+
+    app = _scoring_app(loaded, service)
+    install_monitoring(app, loaded)
+    return app
+
+
+def _scoring_app(loaded: Project, service: OnlineService | RoutedService) -> FastAPI:
     from mlprod.serve.app import create_app
     from mlprod.serve.routing.router import RoutedService
 

@@ -94,6 +94,10 @@ class OnlineStoreError(MlprodError):
     """The online store cannot be reached, or was asked something its tables do not allow."""
 
 
+class MonitorError(MlprodError):
+    """Monitoring cannot read, summarise or alert as configured."""
+
+
 class PredictionLogError(MlprodError):
     """The prediction log cannot be opened, read or written."""
 

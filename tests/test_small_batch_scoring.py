@@ -30,8 +30,9 @@ from mlprod.project.config import CategoricalSpec
 from mlprod.train import encoders
 from mlprod.train.calibration import Calibrator
 from mlprod.train.candidates import labels
-from mlprod.train.encoders import TabularEncoder
+from mlprod.train.encoders import DenseColumns, DenseLayout, TabularEncoder
 from mlprod.train.ensemble import EncodedModel, Ensemble, fit_ensemble
+from mlprod.train.linear import row_sums
 from mlprod.train.models import fit_model
 
 pytestmark = [
@@ -193,8 +194,12 @@ def test_the_pickle_holds_no_cache_and_loads_to_the_same_scores(
     fresh = loads(dumps(pipeline))
     before = dumps(fresh)
     scores = fresh.predict_proba(probe.slice(0, 2))
+    fresh.predict_proba(pa.concat_tables([probe] * 2))  # a large table: the row sums
+    fresh.predict_proba_rows(probe.slice(0, 1).to_pylist())  # records: the row schema
     assert all("_small_plan" in e.__dict__ for e in _encoders(fresh))
-    assert dumps(fresh) == before, "the small-batch plan is not pickled"
+    assert any(m.__dict__.get("_linear_row_sums") for m in fresh.scorer.members)  # type: ignore[attr-defined]
+    assert "_row_schema" in fresh.__dict__
+    assert dumps(fresh) == before, "no derived plan, predictor or schema is pickled"
     again = loads(dumps(fresh))
     assert not any("_small_plan" in e.__dict__ for e in _encoders(again))
     assert np.array_equal(again.predict_proba(probe.slice(0, 2)), scores)
@@ -297,3 +302,116 @@ def _encoders(pipeline: FittedPipeline) -> list[TabularEncoder]:
     for member in getattr(scorer, "members", [scorer]):
         found.append(member.encoder)
     return found
+
+
+# --- feature rows given as mappings (the REST server's) -----------------------------------------
+
+
+def outcome(score: Callable[[], np.ndarray]) -> Any:
+    """The scores, or the error raised (its type and message)."""
+    try:
+        return score().tolist()
+    except Exception as exc:  # compared, not hidden: both paths must fail alike
+        return (type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "logistic", "average", "stacking"])
+def test_records_score_as_the_table_made_of_them(
+    pipelines: dict[str, FittedPipeline], probe: pa.Table, name: str
+) -> None:
+    pipeline = pipelines[name]
+    schema = pipeline.row_schema()
+    assert schema is not None
+    typed = pa.concat_tables([probe] * 2).select(pipeline.features).cast(schema)
+    records = typed.to_pylist()
+    for rows in (1, 2, 50, 64, 65, 100):  # beyond 64 rows: the table path
+        scores = pipeline.predict_proba_rows(records[:rows])
+        assert np.array_equal(scores, pipeline.predict_proba(typed.slice(0, rows))), rows
+    assert any("_small_plan" in e.__dict__ for e in _encoders(pipeline))
+    first = records[0]
+    odd: list[dict[str, Any]] = [
+        {**first, "origin_temp": 71},  # an int for a double
+        {**first, "origin_temp": float("nan")},  # NaN, not null
+        {**first, "plane_year": 2**60},  # beyond exact integers
+        {**first, "origin_temp": True},  # a bool for a double
+        {**first, "sched_hour": 7.0},  # a float for an int64
+        {**first, "sched_hour": 7.5},
+        {**first, "carrier": 7},  # an int for a string
+        {**first, "origin_humidity": "wet"},
+        {k: v for k, v in first.items() if k != "dest"},  # a missing value: null
+        {**first, "unused": 1},  # an extra one: ignored
+    ]
+    for record in odd:
+        table_path = outcome(
+            lambda r=record: pipeline.predict_proba(pa.Table.from_pylist([r], schema=schema))
+        )
+        assert outcome(lambda r=record: pipeline.predict_proba_rows([r])) == table_path, record
+        two = [records[1], record]
+        table_path = outcome(
+            lambda t=two: pipeline.predict_proba(pa.Table.from_pylist(t, schema=schema))
+        )
+        assert outcome(lambda t=two: pipeline.predict_proba_rows(t)) == table_path, record
+
+
+# --- a linear model's large batches: row sums without the one-hot matrix ------------------------
+
+
+def test_a_linear_model_scores_large_tables_without_the_matrix(
+    pipelines: dict[str, FittedPipeline], matrix: pa.Table
+) -> None:
+    member = pipelines["logistic"].scorer
+    assert isinstance(member, EncodedModel)
+    table = pipelines["logistic"].feature_rows(matrix.slice(50_000, 20_000))
+    got = member.predict_table(table)
+    expected = member.model.predict_proba(member.encoder.transform(table))
+    assert np.array_equal(got, expected)
+    assert member.__dict__.get("_linear_row_sums") is not None, "the row sums were used"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_row_sums_are_numpys_sums_of_the_dense_matrix(seed: int) -> None:
+    """Random layouts (numbers and categoricals in any order, widths around NumPy's pairwise
+    block sizes) and rows (nulls, zeros, large and tiny magnitudes): the row sums without the
+    matrix equal ``(x * coef).sum(axis=1)`` of the matrix, bit for bit."""
+    rng = np.random.default_rng(1000 + seed)
+    parts = ["number"] * int(rng.integers(0, 30)) + [
+        int(w) for w in rng.integers(1, 150, int(rng.integers(0 if seed % 2 else 1, 6)))
+    ]
+    if not parts:
+        parts = [3]
+    rng.shuffle(parts)
+    number_columns, missing_columns, categories, column = [], [], [], 0
+    for part in parts:
+        if part == "number":
+            number_columns.append(column)
+            missing_columns.append(column + 1)
+            column += 2
+        else:
+            categories.append((column, int(part)))
+            column += int(part)
+    layout = DenseLayout(
+        column, np.array(number_columns, np.intp), np.array(missing_columns, np.intp),
+        tuple(categories),
+    )  # fmt: skip
+    coef = rng.normal(size=column) * rng.choice([1e-8, 1.0, 1e8], size=column)
+    coef[rng.random(column) < 0.05] = 0.0
+    rows = 300
+    scaled = rng.normal(size=(len(number_columns), rows)) * rng.choice([1e-9, 1.0, 1e9], rows)
+    scaled[rng.random(scaled.shape) < 0.05] = 0.0
+    missing = rng.random(scaled.shape) < 0.2
+    codes = []
+    x = np.zeros((rows, column))
+    x[:, layout.number_columns] = scaled.T
+    x[:, layout.missing_columns] = missing.T
+    for start, width in categories:
+        code = rng.integers(0, width, rows).astype(np.float64)
+        code[rng.random(rows) < 0.1] = np.nan
+        for row in np.flatnonzero(~np.isnan(code)):
+            x[row, start + int(code[row])] = 1.0
+        codes.append(code)
+    intercept = float(rng.normal())
+    sums = row_sums(layout, coef, intercept)
+    assert sums is not None
+    got = sums.decisions(DenseColumns(scaled, missing, tuple(codes)))
+    expected = (x * coef).sum(axis=1) + intercept
+    assert np.array_equal(got, expected), (column, np.flatnonzero(got != expected)[:5])

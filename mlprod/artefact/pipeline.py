@@ -8,13 +8,14 @@ monitoring can compare live traffic with what the model learned from.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
-from mlprod.artefact.schema import InputSchema, feature_table
+from mlprod.artefact.schema import InputSchema, arrow_type, feature_table
 from mlprod.errors import InputError
 
 if TYPE_CHECKING:
@@ -22,9 +23,14 @@ if TYPE_CHECKING:
 
 
 class Scorer(Protocol):
-    """Scores Arrow feature rows: a single encoded model or an ensemble of them."""
+    """Scores Arrow feature rows: a single encoded model or an ensemble of them (which may
+    also score a few rows given as mappings: ``predict_rows(records, schema)``, giving the
+    scores of ``pa.Table.from_pylist(records, schema=schema)``, or None to make the table)."""
 
     def predict_table(self, table: pa.Table) -> np.ndarray: ...
+
+
+_ROW_SCHEMA = "_row_schema"  # where a pipeline keeps its row schema (not pickled)
 
 
 class Calibration(Protocol):
@@ -62,6 +68,40 @@ class FittedPipeline:
     def predict_proba(self, table: pa.Table | pd.DataFrame) -> np.ndarray:
         """Calibrated P(label = 1) for feature rows (an Arrow table or a pandas DataFrame)."""
         scores = self.raw_scores(table)
+        return self.calibrator.transform(scores) if self.calibrator is not None else scores
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fitted state only: the row schema is derived again after loading."""
+        state = self.__dict__.copy()
+        state.pop(_ROW_SCHEMA, None)
+        return state
+
+    def row_schema(self) -> pa.Schema | None:
+        """The feature columns' Arrow types, in order, as the model scores them (None for an
+        artefact without an input schema)."""
+        if _ROW_SCHEMA not in self.__dict__:
+            known = self.input_schema
+            dtypes = {} if known is None else {c.name: c.dtype for c in known.features}
+            self.__dict__[_ROW_SCHEMA] = (
+                pa.schema([(name, arrow_type(dtypes[name])) for name in self.features])
+                if known is not None and all(name in dtypes for name in self.features)
+                else None
+            )
+        found: pa.Schema | None = self.__dict__[_ROW_SCHEMA]
+        return found
+
+    def predict_proba_rows(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``predict_proba`` of ``pa.Table.from_pylist(records, schema=self.row_schema())``:
+        the same scores, bit for bit, but a few rows (a REST request's feature values) are
+        scored without making the table when the scorer can."""
+        schema = self.row_schema()
+        if schema is None:
+            raise InputError("the model records no input schema: score a table of its features")
+        # A scorer may also score a few rows given as mappings (``predict_rows``; None: no).
+        predict_rows = getattr(self.scorer, "predict_rows", None)
+        scores = None if predict_rows is None else predict_rows(records, schema)
+        if scores is None:
+            scores = self.raw_scores(pa.Table.from_pylist(list(records), schema=schema))
         return self.calibrator.transform(scores) if self.calibrator is not None else scores
 
     def decide(self, table: pa.Table | pd.DataFrame) -> np.ndarray:

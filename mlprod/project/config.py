@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, ConfigDict, Field
 from mlprod.project.base import Duration, Expression, Identifier, Strict
 from mlprod.project.deploy import DeployConfig
 from mlprod.project.engine import EngineConfig
+from mlprod.project.monitoring import MonitorConfig, RetrainConfig
 from mlprod.project.serving import LogSpec, OnlineSpec, ServeConfig
 from mlprod.project.training import TrainConfig
 
@@ -281,6 +282,12 @@ class ProjectConfig(Strict):
     )
     serve: ServeConfig = Field(default_factory=ServeConfig, description="REST server limits.")
     deploy: DeployConfig | None = Field(None, description="An A/B experiment between versions.")
+    monitor: MonitorConfig = Field(
+        default_factory=MonitorConfig, description="Monitoring windows, drift, alerts."
+    )
+    retrain: RetrainConfig = Field(
+        default_factory=RetrainConfig, description="What a retrain may do on its own."
+    )
 
     @property
     def feature_definitions(self) -> list[Feature]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from datetime import UTC
 
@@ -35,6 +35,7 @@ class ServerMetrics:
 
     def __init__(self, model_name: str, model_version: str, run_id: str) -> None:
         self.registry = CollectorRegistry()
+        self._hooks: list[Callable[[], None]] = []
         r = self.registry
         self.requests = Counter(
             "mlprod_http_requests",
@@ -105,7 +106,14 @@ class ServerMetrics:
             self.latest_event.labels(source).set(stamp)
             self.freshness.labels(source).set(max(0.0, now - stamp))
 
+    def before_scrape(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` (cheap, never raising) before each scrape, e.g. to refresh gauges that
+        another part of the server owns (monitoring)."""
+        self._hooks.append(hook)
+
     def render(self) -> bytes:
+        for hook in self._hooks:
+            hook()
         return generate_latest(self.registry)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from mlprod.data.online_store import OnlineStore
@@ -70,6 +71,10 @@ class OnlineService:
             max_records,
         )
         self.schema = _feature_schema(deployment)
+        # Feature values typed as the model scores them go to the pipeline as they are (no
+        # Arrow table); other types (decimals, zoned times) take the table and its casts.
+        rows_schema = getattr(deployment.pipeline, "row_schema", lambda: None)()
+        self._score_values = rows_schema is not None and self.schema.equals(rows_schema)
         self._push_lock = threading.Lock()
 
     # --- predictions ---------------------------------------------------------------------
@@ -102,7 +107,7 @@ class OnlineService:
         else:
             names = self.online.names
             values = [{name: given[name] for name in names} for given in known]
-        scores, decisions = self.deployment.score(self.feature_table(values))
+        scores, decisions = self.score_values(values)
         latency_ms = (time.perf_counter() - started) * 1000.0
         predicted_at = now_utc()
         keys = self.deployment.keys
@@ -139,6 +144,14 @@ class OnlineService:
                 )
             )
         return predictions, records
+
+    def score_values(self, values: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated scores and decisions of feature rows, as ``Deployment.score`` gives them
+        for their feature table."""
+        if not self._score_values:
+            return self.deployment.score(self.feature_table(values))
+        scores = np.asarray(self.deployment.pipeline.predict_proba_rows(values), dtype=np.float64)
+        return scores, scores >= self.deployment.threshold
 
     def feature_table(self, values: list[dict[str, Any]]) -> pa.Table:
         """Feature rows as the pipeline expects them: the training matrix's column types."""

@@ -14,12 +14,16 @@ Two paths give the same matrix, bit for bit. Large tables go column by column th
 ``pyarrow.compute``, whose calls cost tens of microseconds each whatever the row count. Tables
 of at most :data:`SMALL_BATCH_ROWS` rows (a REST request) are read out of Arrow once, as a
 :class:`SmallBatch` every encoder of an ensemble shares, and encoded with NumPy and dict
-lookups from a plan derived (on first use, never pickled) from the fitted state.
+lookups from a plan derived (on first use, never pickled) from the fitted state; a REST
+request's feature values, given as mappings, are read the same way without making a table
+(:class:`RecordRows`). A dense encoding's values, without their matrix
+(``TabularEncoder.dense_columns``), let a linear model score a large table from them
+(:mod:`mlprod.train.linear`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,6 +52,8 @@ _TENSOR_TYPES = frozenset(
 )  # fmt: skip
 _INTEGER_TYPES = frozenset(t for t in _TENSOR_TYPES if t not in (pa.float32().id, pa.float64().id))
 _TEXT_TYPES = frozenset((pa.string().id, pa.large_string().id, pa.null().id))
+_STRINGS = frozenset((pa.string().id, pa.large_string().id))
+_INT64, _FLOAT64 = pa.int64().id, pa.float64().id
 
 
 def is_small(rows: int) -> bool:
@@ -65,15 +71,39 @@ class SmallBatch:
     """
 
     def __init__(self, table: pa.Table) -> None:
-        self.table = table
+        self._table: pa.Table | None = table
         self.rows = table.num_rows
         self._layout = _layout_of(table.schema)
         self._arrays: pa.RecordBatch | None = None
         self._tensor: np.ndarray | None = None
         self._in_tensor: dict[str, int] = {}
+        self._numbers: dict[tuple[str, ...], np.ndarray] = {}
+        self._texts: dict[str, list[str | None] | None] = {}
+
+    @property
+    def table(self) -> pa.Table:
+        """The rows as an Arrow table (for the columns only Arrow encodes exactly)."""
+        assert self._table is not None
+        return self._table
 
     def numbers(self, names: Sequence[str]) -> np.ndarray:
-        """A (rows x names) float64 matrix of these numeric columns, NaN for nulls."""
+        """A (rows x names) float64 matrix of these numeric columns, NaN for nulls; read-only,
+        and read once for every encoder that asks for the same columns."""
+        key = tuple(names)
+        found = self._numbers.get(key)
+        if found is None:
+            found = self._numbers[key] = self._read_numbers(key)
+            found.flags.writeable = False
+        return found
+
+    def texts(self, name: str) -> list[str | None] | None:
+        """A column's values as the strings Arrow casts them to, or None to use Arrow (read
+        once for every encoder that asks)."""
+        if name not in self._texts:
+            self._texts[name] = self._read_texts(name)
+        return self._texts[name]
+
+    def _read_numbers(self, names: tuple[str, ...]) -> np.ndarray:
         tensor = self._numeric()
         columns = [self._in_tensor.get(name, -1) for name in names]
         if min(columns) >= 0:  # the common case: all of them are in the tensor
@@ -85,8 +115,7 @@ class SmallBatch:
                 values[:, index] = _numbers(self.table.column(names[index]))
         return values
 
-    def texts(self, name: str) -> list[str | None] | None:
-        """A column's values as the strings Arrow casts them to, or None to use Arrow."""
+    def _read_texts(self, name: str) -> list[str | None] | None:
         kind = self._layout.types.get(name)
         if kind in _TEXT_TYPES:
             values: list[str | None] = self._column(name).to_pylist()
@@ -117,6 +146,80 @@ class SmallBatch:
                 exact = ~(np.abs(self._tensor) >= _EXACT).any(axis=0)
                 self._in_tensor = {n: i for i, n in enumerate(layout.numeric) if exact[i]}
         return self._tensor
+
+
+class RecordRows(SmallBatch):
+    """A few feature rows given as mappings (a REST request's), read as :class:`SmallBatch`
+    reads a table of them, without making the table.
+
+    The rows stand for ``pa.Table.from_pylist(records, schema=schema)``, and every value is
+    what that table would give: an ``int`` (within exact range) or ``float`` of a numeric
+    column as its float64, ``None`` as NaN; a ``str`` of a text column, an ``int`` of an
+    integer column as its text. A column holding anything else (a bool, a huge integer, a
+    time) is read from that table, made on first need, so it encodes, or fails, as it would.
+    """
+
+    def __init__(self, records: Sequence[Mapping[str, Any]], schema: pa.Schema) -> None:
+        self._table = None
+        self._records = records
+        self._schema = schema
+        self.rows = len(records)
+        self._layout = _layout_of(schema)
+        self._arrays = None
+        self._tensor = None
+        self._in_tensor = {}
+        self._numbers = {}
+        self._texts = {}
+
+    @property
+    def table(self) -> pa.Table:
+        if self._table is None:
+            self._table = pa.Table.from_pylist(list(self._records), schema=self._schema)
+        return self._table
+
+    def _read_texts(self, name: str) -> list[str | None] | None:
+        kind = self._layout.types.get(name)
+        if kind in _STRINGS or kind == _INT64:
+            values = [record.get(name) for record in self._records]
+            if kind in _STRINGS and all(v is None or type(v) is str for v in values):
+                return values
+            if kind == _INT64 and all(v is None or _is_int64(v) for v in values):
+                return [None if v is None else str(v) for v in values]
+        return super()._read_texts(name)
+
+    def _numeric(self) -> np.ndarray:
+        """The numeric columns' values, in one array made from lists (NumPy reads ``None``
+        as NaN); a column holding a value Arrow would store or cast otherwise (a bool, an
+        integer beyond 2**53, a float for an integer column, any value of a narrower type)
+        is left to the Arrow path."""
+        if self._tensor is None:
+            numeric = self._layout.numeric
+            kinds = [self._layout.types[name] for name in numeric]
+            matrix = [[record.get(name) for name in numeric] for record in self._records]
+            other = {j for j, kind in enumerate(kinds) if kind not in (_INT64, _FLOAT64)}
+            for values in matrix:
+                for j, value in enumerate(values):
+                    given = type(value)
+                    if not (
+                        value is None
+                        or (given is float and kinds[j] == _FLOAT64)
+                        or (given is int and -_EXACT < value < _EXACT)
+                    ):
+                        other.add(j)
+            if other:
+                for values in matrix:
+                    for j in other:
+                        values[j] = 0.0  # a placeholder: numbers() reads these from Arrow
+            if not numeric:
+                matrix = [[0.0]] * self.rows  # no numeric column: a placeholder
+            self._tensor = np.array(matrix, dtype=np.float64)
+            self._in_tensor = {name: j for j, name in enumerate(numeric) if j not in other}
+        return self._tensor
+
+
+def _is_int64(value: Any) -> bool:
+    """An ``int`` (not a bool) that an Arrow int64 column holds as it is."""
+    return type(value) is int and -(2**63) <= value < 2**63
 
 
 @dataclass(frozen=True)
@@ -158,6 +261,8 @@ class _CategorySlots:
     width: int
     codes: dict[str, int]  # a value seen in training -> its code (kept level, or rare's)
     unknown: int  # the code of any other value
+    known: pa.Array  # the values of ``codes``, as text ...
+    lookup: np.ndarray  # ... their codes, and then the unknown code (float64)
 
 
 @dataclass(frozen=True)
@@ -172,6 +277,26 @@ class _SmallPlan:
     means: np.ndarray
     scales: np.ndarray
     categories: tuple[_CategorySlots, ...]
+
+
+@dataclass(frozen=True)
+class DenseLayout:
+    """Where a dense encoding puts each part of a row (see :mod:`mlprod.train.linear`)."""
+
+    width: int
+    number_columns: np.ndarray  # each number's scaled value
+    missing_columns: np.ndarray  # each number's missing indicator
+    categories: tuple[tuple[int, int], ...]  # each categorical's first column and width
+
+
+@dataclass(frozen=True)
+class DenseColumns:
+    """A dense encoding of rows before it is laid out as a matrix: the matrix's values,
+    computed as ``transform`` computes them."""
+
+    scaled: np.ndarray  # (numbers x rows): each number's scaled value
+    missing: np.ndarray  # (numbers x rows), bool: each number's missing indicator
+    codes: tuple[np.ndarray, ...]  # each categorical's code in its block, NaN for a null
 
 
 @dataclass
@@ -243,8 +368,32 @@ class TabularEncoder:
             x[:, plan.number_columns[index]] = (filled - plan.means[index]) / plan.scales[index]
             x[:, plan.missing_columns[index]] = missing
         for slots in plan.categories:
-            _place(x, slots.start, self._codes(slots.name, table.column(slots.name)), native)
+            _place(x, slots.start, _codes(slots, table.column(slots.name)), native)
         return np.ascontiguousarray(x)
+
+    def dense_layout(self) -> DenseLayout:
+        """Where ``transform`` puts each part of a row (dense encoding only)."""
+        if self.encoding != "dense":
+            raise ValueError("a native encoding has no one-hot layout")
+        plan = self._plan()
+        categories = tuple((slots.start, slots.width) for slots in plan.categories)
+        return DenseLayout(plan.width, plan.number_columns, plan.missing_columns, categories)
+
+    def dense_columns(self, table: pa.Table) -> DenseColumns:
+        """The values ``transform`` lays out (dense encoding only), without the matrix."""
+        if self.encoding != "dense":
+            raise ValueError("a native encoding has no one-hot layout")
+        plan = self._plan()
+        rows = table.num_rows
+        scaled = np.empty((len(plan.numbers), rows))
+        missing = np.empty((len(plan.numbers), rows), dtype=bool)
+        for index, name in enumerate(plan.numbers):
+            values = _numbers(table.column(name))
+            np.isnan(values, out=missing[index])
+            filled = np.where(missing[index], plan.medians[index], values)
+            scaled[index] = (filled - plan.means[index]) / plan.scales[index]
+        codes = tuple(_codes(slots, table.column(slots.name)) for slots in plan.categories)
+        return DenseColumns(scaled, missing, codes)
 
     def transform_batch(self, batch: SmallBatch) -> np.ndarray:
         """The same matrix as ``transform`` gives, for a few rows read once (see SmallBatch)."""
@@ -263,9 +412,7 @@ class TabularEncoder:
         for slots in plan.categories:
             texts = batch.texts(slots.name)
             if texts is None:  # a type only Arrow casts exactly: its own path
-                _place(
-                    x, slots.start, self._codes(slots.name, batch.table.column(slots.name)), native
-                )
+                _place(x, slots.start, _codes(slots, batch.table.column(slots.name)), native)
                 continue
             for row, text in enumerate(texts):
                 if text is None:
@@ -303,7 +450,10 @@ class TabularEncoder:
                 codes = {value: first[level] for value, level in levels.items()}
                 unknown = first[self.levels_[name].spec.unknown]
                 width = len(vocabulary) if dense else 1
-                categories.append(_CategorySlots(name, column, width, codes, unknown))
+                known = pa.array(list(codes), pa.string())
+                lookup = np.array([*codes.values(), unknown], dtype=np.float64)
+                slots = _CategorySlots(name, column, width, codes, unknown, known, lookup)
+                categories.append(slots)
                 column += width
                 continue
             numbers.append(name)
@@ -325,12 +475,6 @@ class TabularEncoder:
             categories=tuple(categories),
         )
 
-    def _codes(self, name: str, column: pa.ChunkedArray) -> np.ndarray:
-        """Each value's code in the vocabulary, as float64 (NaN for a null)."""
-        mapped = self.levels_[name].transform(column)
-        codes = pc.index_in(mapped, value_set=pa.array(self._vocabulary(name), pa.string()))
-        return np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.float64)
-
     def _vocabulary(self, name: str) -> list[str]:
         encoder = self.levels_[name]
         return [*encoder.levels_, encoder.spec.rare, encoder.spec.unknown]
@@ -345,6 +489,19 @@ class TabularEncoder:
             else:
                 columns.append(name)
         return columns
+
+
+def _codes(slots: _CategorySlots, column: pa.ChunkedArray) -> np.ndarray:
+    """Each value's code, as float64 (NaN for a null): the code of its level in the
+    vocabulary, where ``CategoryEncoder.transform`` maps it (a value never seen in training:
+    the unknown level's), looked up in one pass over the values as text."""
+    strings = pc.cast(column, pa.string())
+    found = pc.index_in(strings, value_set=slots.known)  # null: unseen, or a null
+    index = pc.fill_null(found, len(slots.known)).to_numpy(zero_copy_only=False)
+    codes: np.ndarray = slots.lookup[index]
+    if strings.null_count:
+        codes[pc.is_null(strings).to_numpy(zero_copy_only=False)] = np.nan
+    return codes
 
 
 def _place(x: np.ndarray, start: int, codes: np.ndarray, native: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -76,25 +77,45 @@ def positive_probability(estimator: Any, x: np.ndarray) -> np.ndarray:
     rows (on random data, a row alone and the same row among five differ in the last bit for
     nearly every width), so one record would get scores a few ulps apart alone, in a request
     and in a batch. Anything else, including inputs scikit-learn would refuse, goes to
-    scikit-learn.
+    scikit-learn. (A large table's sums are computed without its matrix, to the same bits:
+    :mod:`mlprod.train.linear`.)
     """
-    from sklearn.linear_model import LogisticRegression
-
-    if (
-        type(estimator) is LogisticRegression
-        and x.dtype == np.float64
-        and x.ndim == 2
-        and estimator.coef_.shape == (1, x.shape[1])
-        and len(estimator.classes_) == 2
-        and np.isfinite(x).all()
-    ):
-        from scipy.special import expit
-
-        decision = (x * estimator.coef_[0]).sum(axis=1) + estimator.intercept_[0]
-        rowwise: np.ndarray = expit(decision)
-        return rowwise
+    linear = linear_terms(estimator)
+    if linear is not None and x.dtype == np.float64 and x.ndim == 2:
+        coef, intercept = linear
+        if coef.shape == (x.shape[1],) and np.isfinite(x).all():
+            expit = _expit()
+            decision = np.add.reduce(x * coef, axis=1) + intercept  # what ndarray.sum runs
+            rowwise: np.ndarray = expit(decision)
+            return rowwise
     probabilities: np.ndarray = estimator.predict_proba(x)[:, 1]
     return probabilities
+
+
+def linear_terms(estimator: Any) -> tuple[np.ndarray, np.float64] | None:
+    """The coefficients and intercept with which :func:`positive_probability` scores rows
+    itself (a binary ``LogisticRegression``), or None (scikit-learn scores them)."""
+    if type(estimator) is not _logistic_regression() or len(estimator.classes_) != 2:
+        return None
+    coef: np.ndarray = estimator.coef_
+    if coef.ndim != 2 or coef.shape[0] != 1:
+        return None
+    return coef[0], estimator.intercept_[0]
+
+
+@cache
+def _logistic_regression() -> Any:
+    """scikit-learn's class, imported on first use (scoring a row must not import it again)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression
+
+
+@cache
+def _expit() -> Any:
+    from scipy.special import expit
+
+    return expit
 
 
 @dataclass(frozen=True)

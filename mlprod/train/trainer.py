@@ -151,7 +151,7 @@ def train_pipeline(
         model_name=best.name,
         calibrator=calibrator,
         threshold=threshold,
-        reference=reference_statistics(split.train, features, valid_scores),
+        reference=reference_statistics(split.train, features, valid_scores, threshold),
         input_schema=input_schema(graph, matrix, features),
     )
     test_scores = pipeline.predict_proba(test)

@@ -49,6 +49,37 @@ PREDICTIONS_SCHEMA = pa.schema(
     ]
 )
 
+# What ``monitor_rows()`` returns: the new predictions in the order they were stored (``seq``).
+MONITOR_ROWS_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("prediction_id", pa.string()),
+        ("predicted_at", pa.timestamp("us")),
+        ("prediction_time", pa.timestamp("us")),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("variant", pa.string()),
+        ("served", pa.bool_()),
+        ("score", pa.float64()),
+        ("decision", pa.bool_()),
+        ("latency_ms", pa.float64()),
+        ("features", pa.string()),
+    ]
+)
+# What ``monitor_labels()`` returns: labels in the order they were stored (``feedback_id``).
+MONITOR_LABELS_SCHEMA = pa.schema(
+    [
+        ("feedback_id", pa.int64()),
+        ("prediction_id", pa.string()),
+        ("label", pa.bool_()),
+        ("observed_at", pa.timestamp("us")),
+    ]
+)
+_MONITOR_COLUMNS = (
+    "prediction_id, predicted_at, prediction_time, model_name, model_version, variant, served, "
+    "score, decision, latency_ms, features"
+)
+
 # What ``scoring_errors()`` returns: one row per failure of a variant that another answered for.
 SCORING_ERRORS_SCHEMA = pa.schema(
     [
@@ -150,6 +181,13 @@ class PredictionLog(Protocol):
 
     def scoring_errors(self, since: datetime | None = None) -> pa.Table:
         """Scoring failures by ``at`` (``SCORING_ERRORS_SCHEMA``), those at or after ``since``."""
+
+    def monitor_rows(self, after: int, limit: int) -> pa.Table:
+        """Up to ``limit`` predictions stored after position ``after`` (``MONITOR_ROWS_SCHEMA``,
+        by ``seq``): what monitoring reads once, incrementally."""
+
+    def monitor_labels(self, after: int, limit: int) -> pa.Table:
+        """Up to ``limit`` labels stored after ``feedback_id`` ``after`` (by feedback_id)."""
 
     def ping(self) -> None:
         """Raise PredictionLogError when the log cannot be reached (for /ready)."""

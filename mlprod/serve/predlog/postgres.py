@@ -17,9 +17,12 @@ from mlprod.errors import PredictionLogError
 from mlprod.serve.predlog._shared import (
     _COLUMNS,
     _ERROR_COLUMNS,
+    _MONITOR_COLUMNS,
     _V2_COLUMNS,
     FEEDBACK,
     META,
+    MONITOR_LABELS_SCHEMA,
+    MONITOR_ROWS_SCHEMA,
     PREDICTIONS,
     SCHEMA_VERSION,
     SCORING_ERRORS,
@@ -69,6 +72,19 @@ _PG_V2 = (
         message text NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS mlprod_scoring_errors_at ON {e} (at)",
 )
+# Monitoring reads new rows by their storage order; added to any log when opened.
+_PG_SEQ = (
+    "ALTER TABLE {p} ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY",
+    "CREATE INDEX IF NOT EXISTS mlprod_predictions_seq ON {p} (seq)",
+)
+# Rows younger than this (by predicted_at, against the database clock) wait for the next read,
+# so that a row stored by a transaction still in flight is not skipped when the cursor passes it.
+_SETTLE_SECONDS = 5.0
+_PG_MONITOR_ROWS = f"""SELECT seq, {_MONITOR_COLUMNS.replace("features", "features::text")}
+FROM {{p}} WHERE seq > %s AND predicted_at <= (now() AT TIME ZONE 'UTC') - make_interval(secs => %s)
+ORDER BY seq LIMIT %s"""
+_PG_MONITOR_LABELS = """SELECT feedback_id, prediction_id, label, observed_at FROM {f}
+WHERE feedback_id > %s ORDER BY feedback_id LIMIT %s"""
 _PG_INSERT = (
     f"INSERT INTO {{p}} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, "
     "%s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -99,6 +115,8 @@ ORDER BY p.predicted_at DESC, p.prediction_id DESC LIMIT %s"""
 
 class PostgresPredictionLog:
     """The log in PostgreSQL: one autocommit connection per thread, parameterised statements."""
+
+    settle_seconds: float = _SETTLE_SECONDS  # see _SETTLE_SECONDS
 
     def __init__(self, url: str, schema: str = "public") -> None:
         self.url, self.schema = url, schema
@@ -195,6 +213,14 @@ class PostgresPredictionLog:
             if version is None or version < 2:
                 for statement in _PG_V2:
                     cur.execute(self._q(statement))
+            cur.execute(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s AND column_name = 'seq'",
+                (self.schema, PREDICTIONS),
+            )
+            if _scalar(cur.fetchone()) == 0:
+                for statement in _PG_SEQ:
+                    cur.execute(self._q(statement))
             if version is None or version < SCHEMA_VERSION:
                 cur.execute(self._q("DELETE FROM {m}"))
                 cur.execute(self._q("INSERT INTO {m} VALUES (%s)"), (SCHEMA_VERSION,))
@@ -270,6 +296,16 @@ class PostgresPredictionLog:
         with self._errors("reading"):
             rows = self._read(self._q(_PG_ERRORS), (start, start))
         return _table(rows, SCORING_ERRORS_SCHEMA)
+
+    def monitor_rows(self, after: int, limit: int) -> pa.Table:
+        with self._errors("reading"):
+            rows = self._read(self._q(_PG_MONITOR_ROWS), (after, self.settle_seconds, limit))
+        return _table(rows, MONITOR_ROWS_SCHEMA)
+
+    def monitor_labels(self, after: int, limit: int) -> pa.Table:
+        with self._errors("reading"):
+            rows = self._read(self._q(_PG_MONITOR_LABELS), (after, limit))
+        return _table(rows, MONITOR_LABELS_SCHEMA)
 
     def ping(self) -> None:
         with self._errors("reading"):

@@ -24,8 +24,11 @@ from mlprod.serve.predlog._shared import (
     _COLUMN_COUNT,
     _COLUMNS,
     _ERROR_COLUMNS,
+    _MONITOR_COLUMNS,
     _V2_COLUMNS,
     FEEDBACK,
+    MONITOR_LABELS_SCHEMA,
+    MONITOR_ROWS_SCHEMA,
     PREDICTIONS,
     SCHEMA_VERSION,
     SCORING_ERRORS,
@@ -247,12 +250,47 @@ class SqlitePredictionLog:
             rows = self._conns.get().execute(query, (start,)).fetchall()
         return _table(((_parse_time(at), *rest) for at, *rest in rows), SCORING_ERRORS_SCHEMA)
 
+    def monitor_rows(self, after: int, limit: int) -> pa.Table:
+        """By rowid: one writer at a time stores rows, so rowids become visible in order."""
+        query = (
+            f"SELECT rowid, {_MONITOR_COLUMNS} FROM {PREDICTIONS} WHERE rowid > ? "
+            "ORDER BY rowid LIMIT ?"
+        )
+        with self._errors("reading"):
+            rows = self._conns.get().execute(query, (after, limit)).fetchall()
+        return _columns(rows, MONITOR_ROWS_SCHEMA, times=(2, 3), flags=(7, 9))
+
+    def monitor_labels(self, after: int, limit: int) -> pa.Table:
+        query = (
+            f"SELECT feedback_id, prediction_id, label, observed_at FROM {FEEDBACK} "
+            "WHERE feedback_id > ? ORDER BY feedback_id LIMIT ?"
+        )
+        with self._errors("reading"):
+            rows = self._conns.get().execute(query, (after, limit)).fetchall()
+        return _columns(rows, MONITOR_LABELS_SCHEMA, times=(3,), flags=(2,))
+
     def ping(self) -> None:
         with self._errors("reading"):
             self._conns.get().execute("SELECT count(*) FROM sqlite_master").fetchone()
 
     def close(self) -> None:
         self._conns.close_all()
+
+
+def _columns(
+    rows: list[tuple[Any, ...]], schema: pa.Schema, times: tuple[int, ...], flags: tuple[int, ...]
+) -> pa.Table:
+    """Rows as an Arrow table, column by column: ISO text to timestamps, 0/1 to booleans."""
+    columns = list(zip(*rows, strict=True)) or [()] * len(schema)
+    arrays = []
+    for index, (values, target) in enumerate(zip(columns, schema, strict=True)):
+        if index in times:
+            arrays.append(pa.array(values, pa.string()).cast(target.type))
+        elif index in flags:
+            arrays.append(pa.array(values, pa.int64()).cast(pa.bool_()))
+        else:
+            arrays.append(pa.array(values, target.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _sqlite_row(record: PredictionRecord) -> tuple[Any, ...]:

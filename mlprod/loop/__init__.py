@@ -1,0 +1,1 @@
+"""The improvement loop: retraining, comparison, watching, and simulated live traffic."""
