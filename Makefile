@@ -18,6 +18,8 @@ install: $(STAMP)
 ## evaluate -> register (DuckDB, files and a SQLite MLflow store inside examples/flights/.mlprod),
 ## then deploy the new version: batch scores, the online store, the parity gate.
 DEMO := --project examples/flights
+DEMO_STORE := examples/flights/.mlprod
+DEMO_PORT ?= 8765
 demo: install
 	$(BIN)/mlprod config check $(DEMO)
 	$(BIN)/mlprod run $(DEMO)
@@ -25,7 +27,19 @@ demo: install
 		--output examples/flights/.mlprod/scores/ --run-id demo
 	$(BIN)/mlprod materialize $(DEMO) --model flights@latest
 	$(BIN)/mlprod parity $(DEMO) --model flights@latest --sample 2000
+	@# Two days of December as live traffic (UA's delays up an hour on the second), against the
+	@# server, from an online store as of the first; then the monitoring report.
+	rm -f $(DEMO_STORE)/online.sqlite $(DEMO_STORE)/online.sqlite-wal $(DEMO_STORE)/online.sqlite-shm
+	$(BIN)/mlprod materialize $(DEMO) --model flights@latest --as-of 2013-12-02
+	$(BIN)/mlprod serve $(DEMO) --model flights@latest --port $(DEMO_PORT) & pid=$$!; \
+	  $(BIN)/mlprod simulate $(DEMO) --url http://127.0.0.1:$(DEMO_PORT) --wait 120 \
+	    --from 2013-12-02 --to 2013-12-03 --sample 0.5 \
+	    --shift "dep_delay+60 where carrier='UA'" --shift-from 2013-12-03; \
+	  status=$$?; kill $$pid; exit $$status
+	$(BIN)/mlprod monitor run $(DEMO)
+	$(BIN)/mlprod monitor report $(DEMO) --output $(DEMO_STORE)/monitoring.html
 	@echo
+	@echo "Monitoring report: $(DEMO_STORE)/monitoring.html (served live at /dashboard)"
 	@echo "Serve it:  $(BIN)/mlprod serve $(DEMO) --model flights@latest --port 8000"
 	@echo "Then ask:  curl -s -X POST 'http://127.0.0.1:8000/predict?at=2013-07-15T17:00:00' \\"
 	@echo "             -H 'content-type: application/json' \\"

@@ -640,6 +640,7 @@ from mlprod import (  # noqa: E402, F401
     cli_loop,
     cli_monitor,
     cli_rollout,
+    cli_simulate,
 )
 
 

@@ -94,6 +94,11 @@ class OnlineStoreError(MlprodError):
     """The online store cannot be reached, or was asked something its tables do not allow."""
 
 
+class SimulationError(MlprodError):
+    """A simulation cannot run as asked: a malformed shift, a server that does not answer or
+    an online store that already holds the events to replay."""
+
+
 class MonitorError(MlprodError):
     """Monitoring cannot read, summarise or alert as configured."""
 

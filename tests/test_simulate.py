@@ -30,7 +30,8 @@ from live_server import start_server
 from typer.testing import CliRunner
 
 from mlprod import Project
-from mlprod.loop.shift import SimulationError, parse_shift
+from mlprod.errors import SimulationError
+from mlprod.loop.shift import parse_shift
 from mlprod.loop.simulate import SimulationSummary, simulate
 from mlprod.serve.app import create_app
 from mlprod.serve.batch import computed_features

@@ -35,17 +35,12 @@ from typing import Literal
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
-from mlprod.errors import MlprodError, did_you_mean, one_of
+from mlprod.errors import SimulationError, did_you_mean, one_of
 from mlprod.features.events import timestamp_literal
 from mlprod.project.config import ColumnContract, ProjectConfig
 
 Value = float | int | str | bool | None
 Operation = Literal["*", "+", "-", "="]
-
-
-class SimulationError(MlprodError):
-    """A simulation cannot run as asked: a malformed shift, a server that does not answer or
-    an online store that already holds the events to replay."""
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,10 @@ from sqlglot import exp
 
 from mlprod import sqlparts as sql
 from mlprod.data.sources import connect, open_source
+from mlprod.errors import SimulationError
 from mlprod.features.events import timestamp_literal
 from mlprod.features.requests import request_fields
-from mlprod.loop.shift import Shift, SimulationError, parse_shift, shifted_columns
+from mlprod.loop.shift import Shift, parse_shift, shifted_columns
 from mlprod.progress import NO_PROGRESS, ProgressCallback
 
 if TYPE_CHECKING:

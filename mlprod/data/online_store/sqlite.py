@@ -268,10 +268,12 @@ class SqliteOnlineStore:
 
     def declare(self, layouts: Mapping[str, TableLayout], recreate: bool = False) -> None:
         conn = self._conn()
+        changed = False
         with self._errors("declare tables in"), self._transaction(conn, "BEGIN IMMEDIATE"):
             self._refresh(conn)
             for table, layout in layouts.items():
                 old = self._layouts.get(table)
+                changed = changed or old != layout
                 if old is not None and old != layout and not recreate:
                     raise _layout_error(table, old, layout)
                 statements = _Statements.of(table, layout)
@@ -289,7 +291,8 @@ class SqliteOnlineStore:
                     f"INSERT OR REPLACE INTO {_LAYOUTS} VALUES (?, ?)",
                     (table, _encode_layout(layout)),
                 )
-        self._schema_version = -1
+        if changed:  # the cached statements are stale; an unchanged declare keeps them
+            self._schema_version = -1
 
     def write(self, table: str, rows: pa.Table) -> int:
         conn = self._conn()
