@@ -330,7 +330,8 @@ def _write(rows: int, mine: dict[str, Any], theirs: dict[str, Any] | None) -> No
         f"{mlprod.__version__}; {os.cpu_count()} cores; load average at the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.",
         "",
-        f"{mine['rows']:,} logged predictions x 25 features (20 numeric, 5 categorical; 80% labelled) "
+        f"{mine['rows']:,} logged predictions x 25 features (20 numeric, 5 categorical; 80% "
+        "labelled) "
         f"over {DAYS} days, against a 200,000-row reference; hourly windows. Each measurement "
         "is its own process; peak RSS is that process's high-water mark.",
         "",

@@ -687,7 +687,10 @@ def test_a_declared_type_a_duckdb_table_contradicts(
             "short (see mlprod features build --help)",
         ),
         (["train", "--bogus"], "No such option: --bogus (see mlprod train --help)"),
-        (["trian"], "No such command 'trian'. Did you mean 'train', 'retrain'? (see mlprod --help)"),
+        (
+            ["trian"],
+            "No such command 'trian'. Did you mean 'train', 'retrain'? (see mlprod --help)",
+        ),
     ],
     ids=["option-value", "unknown-option", "unknown-command"],
 )
