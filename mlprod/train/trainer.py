@@ -335,9 +335,10 @@ def matrix_fingerprint(table: pa.Table) -> str:
     return digest.hexdigest()[:16]
 
 
-# Sections that say how much of the machine to use, not what to compute: outside the lineage,
-# so giving a build more memory does not make a model's recorded config differ.
-RESOURCES = frozenset({"engine", "online", "log", "serve"})  # how it runs, not what it gives
+# Sections that say how much of the machine to use or how the model is watched, not what to
+# compute: outside the lineage, so giving a build more memory or changing an alert rule does not
+# make a model's recorded config differ.
+RESOURCES = frozenset({"engine", "online", "log", "serve", "monitor", "retrain"})
 
 
 def config_hash(config: ProjectConfig) -> str:
