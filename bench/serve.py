@@ -32,9 +32,9 @@ thread; a Lua script sets the POST) or, without wrk, a multi-process asyncio loa
 psutil) give CPU per request, steadier than wall time on a shared machine.
 
 In this process: where one mlprod request's time goes (the service's steps: parse, online
-features, feature table, score, log append; medians), and batch scoring rows/s: ``score_batch``
-on the spine source (``BatchSummary.score_seconds``, plus the same chunked scoring repeated)
-against raw ``booster.predict`` (default threads) on the same encoded matrix.
+features, score from the feature values, log append; medians), and batch scoring rows/s:
+``score_batch`` on the spine source (``BatchSummary.score_seconds``, plus the same chunked
+scoring repeated) against raw ``booster.predict`` (default threads) on the same encoded matrix.
 
 mlprod is measured as it is, not tuned here. Every request to mlprod adds a row to the
 project's prediction log (the in-process breakdown's rows have source ``bench``).
@@ -216,7 +216,7 @@ def ensure_online_store(project: Project, model: str) -> None:
 def request_steps(service: OnlineService, inputs: Inputs, n: int) -> dict[str, float]:
     """Median milliseconds of each step of one ``/predict`` record, of the whole call, and of
     the booster alone on the encoded row (what the bare server computes)."""
-    names = ("parse", "features", "table", "score", "log", "predict()", "booster")
+    names = ("parse", "features", "score", "log", "predict()", "booster")
     steps: dict[str, list[float]] = {name: [] for name in names}
     deployment, record = service.deployment, inputs.record
     booster, best = inputs.member.model.estimator, inputs.member.model.best_iteration
@@ -227,9 +227,7 @@ def request_steps(service: OnlineService, inputs: Inputs, n: int) -> dict[str, f
         t1 = time.perf_counter()
         values = service.online.compute(rows, [AT])
         t2 = time.perf_counter()
-        table = service.feature_table(values)
-        t3 = time.perf_counter()
-        scores, decisions = deployment.score(table)
+        scores, decisions = service.score_values(values)
         t4 = time.perf_counter()
         entry = PredictionRecord(
             prediction_id=uuid.uuid4().hex,
@@ -251,7 +249,7 @@ def request_steps(service: OnlineService, inputs: Inputs, n: int) -> dict[str, f
         booster.predict(row, num_iteration=best, num_threads=1)
         t7 = time.perf_counter()
         if i >= n // 10:  # the first tenth warms up
-            spans = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6)
+            spans = (t1 - t0, t2 - t1, t4 - t2, t5 - t4, t6 - t5, t7 - t6)
             for name, seconds in zip(steps, spans, strict=True):
                 steps[name].append(seconds)
     return {name: statistics.median(values) * 1e3 for name, values in steps.items()}
@@ -882,12 +880,11 @@ def report(
                 for m in (experiment, shadow)
             ],
         ]
-    total = sum(steps[k] for k in ("parse", "features", "table", "score", "log"))
+    total = sum(steps[k] for k in ("parse", "features", "score", "log"))
     names = {
         "parse": "parse and check the record (`service.parser.parse`)",
         "features": "online features (`service.online.compute`)",
-        "table": "feature table (`service.feature_table`)",
-        "score": f"score (`deployment.score`: {describe_model(deployment)})",
+        "score": f"score (`service.score_values`: {describe_model(deployment)})",
         "log": "prediction log append (`service.log.append`, durable)",
     }
     lines += [
