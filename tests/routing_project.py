@@ -166,9 +166,17 @@ class Raising:
         return getattr(self.pipeline, name)
 
     def predict_proba(self, features: pa.Table) -> Any:
-        if self.carrier is None or self.carrier in features.column("carrier").to_pylist():
-            raise ValueError(f"injected failure on carrier {self.carrier or 'any'}")
+        self._check(features.column("carrier").to_pylist())
         return self.pipeline.predict_proba(features)
+
+    def predict_proba_rows(self, records: list[dict[str, Any]]) -> Any:
+        """The single-record path (feature values, no table) fails alike."""
+        self._check([record.get("carrier") for record in records])
+        return self.pipeline.predict_proba_rows(records)
+
+    def _check(self, carriers: list[Any]) -> None:
+        if self.carrier is None or self.carrier in carriers:
+            raise ValueError(f"injected failure on carrier {self.carrier or 'any'}")
 
 
 class FaultyLoader(RegistryLoader):
