@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import pickle
+import struct
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -373,3 +374,21 @@ def test_compatible_types_are_cast_and_extra_columns_ignored(
 
 def _replace(table: pa.Table, name: str, column: pa.Array | pa.ChunkedArray) -> pa.Table:
     return table.set_column(table.column_names.index(name), name, column)
+
+
+def test_a_frame_between_a_module_and_its_name_is_still_read() -> None:
+    """Framing is not on the stack: a pickle whose frame boundary falls between the module and
+    the class name (as the breast-cancer model's did) names the class directly."""
+    from mlprod.artefact.pickling import pickled_names
+
+    def frame(body: bytes) -> bytes:
+        return b"\x95" + struct.pack("<Q", len(body)) + body
+
+    def text(value: str) -> bytes:  # SHORT_BINUNICODE, then MEMOIZE
+        return b"\x8c" + bytes([len(value)]) + value.encode() + b"\x94"
+
+    data = (
+        b"\x80\x04" + frame(text("collections")) + frame(text("OrderedDict") + b"\x93\x94)R\x94.")
+    )
+    assert pickle.loads(data) == {}
+    assert pickled_names(data) == {("collections", "OrderedDict")}

@@ -147,6 +147,8 @@ def pickled_names(data: bytes) -> set[tuple[str, str]]:
     memo: dict[int, Any] = {}
     for opcode, argument, _ in pickletools.genops(data):
         kind = opcode.name
+        if kind in ("FRAME", "PROTO"):
+            continue  # framing, not the stack: a frame may start between a module and its name
         if kind == "MEMOIZE":
             memo[len(memo)] = pushed[-1] if pushed else None
         elif kind in ("PUT", "BINPUT", "LONG_BINPUT"):
