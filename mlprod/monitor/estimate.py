@@ -18,7 +18,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mlprod.monitor.performance import auc_from_counts, z_value
+from mlprod.evaluate._ranks import auc_from_counts
+from mlprod.monitor.performance import z_value
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

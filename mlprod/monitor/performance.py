@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
+from mlprod.evaluate._ranks import auc_from_counts
 from mlprod.monitor.summary import LATENCY_BUCKETS_MS, LabelSummary
 
 FloatArray = NDArray[np.float64]
@@ -35,17 +36,6 @@ def auc(positive_bins: ArrayLike, negative_bins: ArrayLike) -> float:
             np.asarray(negative_bins, dtype=np.float64),
         )
     )
-
-
-def auc_from_counts(positives: FloatArray, negatives: FloatArray) -> FloatArray:
-    """AUC along the last axis of positive and negative counts per ascending score bin (so one
-    call scores many draws at once); NaN where a class is missing."""
-    below = np.cumsum(negatives, axis=-1) - negatives
-    wins = np.einsum("...i,...i->...", positives, below + 0.5 * negatives)
-    pairs = positives.sum(axis=-1) * negatives.sum(axis=-1)
-    out = np.full(np.shape(pairs), np.nan)
-    np.divide(wins, pairs, out=out, where=pairs > 0)
-    return out
 
 
 def z_value(level: float) -> float:
