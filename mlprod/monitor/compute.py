@@ -79,7 +79,12 @@ def compute_metrics(
 def _model_metrics(
     key: WindowKey, summary: WindowSummary, profile: VersionProfile, previous: list[int]
 ) -> list[MetricValue]:
-    def value(metric: str, number: float | None, lower: float | None = None, upper=None):  # type: ignore[no-untyped-def]
+    def value(
+        metric: str,
+        number: float | None,
+        lower: float | None = None,
+        upper: float | None = None,
+    ) -> MetricValue:
         return MetricValue(key, metric, MODEL, _number(number), _number(lower), _number(upper))
 
     rows = summary.rows

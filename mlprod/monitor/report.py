@@ -3,7 +3,7 @@ alerts, each version's offline test AUC and, while an experiment runs, its A/B r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mlprod.errors import MlprodError
@@ -22,8 +22,6 @@ def dashboard_data(project: Project, run: MonitorRun) -> DashboardData:
     latest = max((v.window.end for v in run.metrics), default=None)
     metrics = run.metrics
     if latest is not None:
-        from datetime import timedelta
-
         since = latest - timedelta(days=DASHBOARD_DAYS)
         metrics = [v for v in run.metrics if v.window.end > since]
     return DashboardData(
