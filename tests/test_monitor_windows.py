@@ -4,6 +4,7 @@ late labels reach the window of their prediction, and count windows hold ``count
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -11,13 +12,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from mlprod.artefact.reference import reference_statistics
 from mlprod.monitor.archive import Archive
 from mlprod.monitor.reference import ReferenceProfile
 from mlprod.monitor.store import MonitorStore
-from mlprod.monitor.summary import SCORE_BINS, WindowSummary
+from mlprod.monitor.summary import SCORE_BINS, pack, unpack
 from mlprod.monitor.windows import WindowSpec, summarise_windows
 from mlprod.serve.predlog import Feedback, PredictionRecord, SqlitePredictionLog
 
@@ -99,7 +101,7 @@ def _label(path: Path, ids: list[str], rows: list[dict[str, object]]) -> None:
 
 def _summaries(archive: Archive, profile: ReferenceProfile, spec: WindowSpec = HOUR) -> dict:
     return {
-        (w.key.start, w.key.variant): w.summary.to_dict()
+        (w.key.start, w.key.variant): w.summary
         for w in summarise_windows(archive, "flights", "1", profile, spec)
     }
 
@@ -132,17 +134,19 @@ def test_a_window_holds_exactly_its_rows(
     assert delay.minimum == min(known) and delay.maximum == max(known)
     edges = profile.features["dep_delay"].edges  # type: ignore[union-attr]
     expected = np.bincount(np.searchsorted(edges, known, side="right"), minlength=edges.size + 1)
-    assert delay.bins == expected.tolist()
+    assert delay.bins.tolist() == expected.tolist()
     carriers = summary.features["carrier"]
     assert carriers.levels == {  # type: ignore[union-attr]
         c: sum(r["carrier"] == c for r in mine) for c in {r["carrier"] for r in mine}
     }
     scores = np.asarray([_score(r) for r in mine])
     bins = np.minimum((scores * SCORE_BINS).astype(int), SCORE_BINS - 1)
-    assert summary.score_bins == {int(b): int((bins == b).sum()) for b in set(bins.tolist())}
+    assert summary.score_bins.to_dict() == {
+        int(b): int((bins == b).sum()) for b in set(bins.tolist())
+    }
     # Every row is in exactly one window of its variant.
     assert sum(w.summary.rows for w in windows) == len(rows)
-    assert WindowSummary.from_dict(summary.to_dict()) == summary
+    assert unpack(pack(summary)) == summary
 
 
 def test_incremental_passes_equal_a_full_recompute(
@@ -168,7 +172,7 @@ def test_incremental_passes_equal_a_full_recompute(
     touched = {HOUR.position_of(r["at"]) for r in rows}  # type: ignore[arg-type]
     store.put(HOUR, summarise_windows(archive, "flights", "1", profile, HOUR, touched), [])
     stored = store.windows(HOUR)
-    incremental = {(w.key.start, w.key.variant): w.summary.to_dict() for w in stored}
+    incremental = {(w.key.start, w.key.variant): w.summary for w in stored}
     assert incremental == _summaries(archive, profile)
     assert more and len(incremental) > 40
     # Nothing new: an ingest reads nothing.
@@ -215,3 +219,46 @@ def test_count_windows_hold_count_rows_in_log_order(
         expected = sum(int(r["flight_id"]) % 2 == (variant == "a") for r in rows)
         assert sum(sizes) == expected
         assert all(size == 500 for size in sizes[:-1])
+
+
+def test_an_archive_and_a_store_of_an_older_layout_are_rebuilt(
+    tmp_path: Path, flights: pa.Table, profile: ReferenceProfile
+) -> None:
+    """Labels archived without their prediction's seq are read from the log again, and a
+    monitoring store of another layout is emptied (and says so, for a full pass)."""
+    rows = flights.to_pylist()[:2000]
+    path = tmp_path / "log.sqlite"
+    ids = _log(path, rows)
+    _label(path, ids, rows)
+    archive = Archive(tmp_path / "archive")
+    log = SqlitePredictionLog(path)
+    archive.ingest(log, lambda name, version: TYPES)
+    before = _summaries(archive, profile)
+    # What the previous layout left: label parts of four columns, a cursor without a format.
+    for part in (tmp_path / "archive" / "labels").glob("*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.select(["feedback_id", "prediction_id", "label", "observed_at"]), part)
+    (tmp_path / "archive" / "cursor.json").write_text(
+        f'{{"predictions": {len(rows)}, "labels": {len(rows)}}}'
+    )
+    again = archive.ingest(log, lambda name, version: TYPES)
+    log.close()
+    assert (again.predictions, again.labels) == (0, len(rows))
+    assert _summaries(archive, profile) == before
+    assert sum(s.labels.positives for s in before.values()) == sum(bool(r["late"]) for r in rows)
+
+    old = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE TABLE windows (spec TEXT, summary TEXT)")
+    conn.execute("CREATE TABLE metrics (spec TEXT, value REAL)")
+    conn.execute("INSERT INTO windows VALUES ('time:3600000000', '{}')")
+    conn.commit()
+    conn.close()
+    store = MonitorStore(old)
+    assert store.reset and store.keys(HOUR) == []
+    windows = summarise_windows(archive, "flights", "1", profile, HOUR)
+    store.put(HOUR, windows, [])
+    store.close()
+    reopened = MonitorStore(old)
+    assert not reopened.reset and len(reopened.keys(HOUR)) == len(windows)
+    reopened.close()

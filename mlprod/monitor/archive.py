@@ -9,11 +9,13 @@ summarised from the parts with DuckDB in a fraction of the time.
 Layout under ``<store>/monitor/archive``::
 
     predictions/<model>/<version>/part-<first seq>-<last seq>.parquet
-    labels/part-<first feedback id>-<last feedback id>.parquet
-    cursor.json      {"predictions": last seq archived, "labels": last feedback id archived}
+    labels/part-<first feedback id>-<last feedback id>.parquet   (with each prediction's seq)
+    cursor.json      {"predictions": last seq archived, "labels": last feedback id archived,
+                      "format": 2}
 
 A part is written (atomically, by rename) before the cursor moves past it, and is named by the
 positions it holds, so a run killed in between writes the same part again on the next run.
+Labels archived by an older layout (without ``seq``) are read again from the log.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from mlprod.errors import MonitorError
 from mlprod.serve.predlog import PredictionLog
 
 BATCH = 250_000  # rows read from the log at a time
+_FORMAT = 2  # label parts carry their prediction's seq, model version and time
 # What a feature column is stored as: numbers as DOUBLE, anything else as text.
 FeatureTypes = Mapping[str, str]  # feature -> "DOUBLE" | "VARCHAR"
 
@@ -46,6 +49,8 @@ class Ingested:
     # model_name, model_version, variant, prediction_time, seq of every new prediction.
     new_rows: list[pa.Table] = field(default_factory=list)
     labelled_ids: list[str] = field(default_factory=list)
+    # model_name, model_version, prediction_time of the predictions newly labelled.
+    labelled_rows: list[pa.Table] = field(default_factory=list)
 
 
 class Archive:
@@ -55,8 +60,12 @@ class Archive:
 
     def cursor(self) -> dict[str, int]:
         if not self._cursor_file.exists():
-            return {"predictions": 0, "labels": 0}
+            return {"predictions": 0, "labels": 0, "format": _FORMAT}
         data: dict[str, int] = json.loads(self._cursor_file.read_text())
+        if data.get("format") != _FORMAT:
+            for part in (self.folder / "labels").glob("*.parquet"):
+                part.unlink()
+            data = {**data, "labels": 0, "format": _FORMAT}
         return data
 
     def _save_cursor(self, cursor: dict[str, int]) -> None:
@@ -99,9 +108,14 @@ class Archive:
                     break
                 first, last = labels["feedback_id"][0].as_py(), labels["feedback_id"][-1].as_py()
                 path = self.folder / "labels" / f"part-{first:012d}-{last:012d}.parquet"
-                _write_parquet(labels, path)
+                _write_parquet(
+                    labels.drop_columns(["model_name", "model_version", "prediction_time"]), path
+                )
                 result.labels += labels.num_rows
                 result.labelled_ids.extend(labels["prediction_id"].to_pylist())
+                result.labelled_rows.append(
+                    labels.select(["model_name", "model_version", "prediction_time"])
+                )
                 cursor["labels"] = int(last)
                 self._save_cursor(cursor)
         finally:

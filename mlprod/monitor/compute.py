@@ -3,11 +3,13 @@ version and variant (and feature, for feature metrics)."""
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 
@@ -36,6 +38,12 @@ class VersionProfile:
     reference: ReferenceProfile
     threshold: float
     worth: tuple[float, float, float, float] | None  # tp, fp, fn, tn; None: not constant
+
+    @cached_property
+    def score_bin_of_fine_bin(self) -> np.ndarray | None:
+        """The reference score bin of each fine score bin's centre (for the score PSI)."""
+        score = self.reference.score
+        return None if score is None else np.searchsorted(score.edges, _CENTRES, side="right")
 
 
 def compute_metrics(
@@ -112,7 +120,7 @@ def _model_metrics(
     score_reference = profile.reference.score
     if score_reference is not None and rows:
         live = np.bincount(
-            np.searchsorted(score_reference.edges, _CENTRES, side="right"),
+            profile.score_bin_of_fine_bin,  # type: ignore[arg-type]
             weights=scores,
             minlength=score_reference.edges.size + 1,
         )
@@ -203,11 +211,14 @@ def _numeric_drift(
         dtype=np.float64,
     )
     distance = drift.wasserstein_many(reference, counts, *extremes.T)
-    for i, (key, _) in enumerate(filled):
-        out.append(MetricValue(key, "psi", name, _number(psi[i])))
-        out.append(MetricValue(key, "ks_statistic", name, _number(statistic[i])))
-        out.append(MetricValue(key, "ks_drift", name, float(flags[i])))
-        out.append(MetricValue(key, "wasserstein", name, _number(distance[i])))
+    columns = zip(
+        _numbers(psi), _numbers(statistic), flags.tolist(), _numbers(distance), strict=True
+    )
+    for (key, _), (psi_i, statistic_i, flag, distance_i) in zip(filled, columns, strict=True):
+        out.append(MetricValue(key, "psi", name, psi_i))
+        out.append(MetricValue(key, "ks_statistic", name, statistic_i))
+        out.append(MetricValue(key, "ks_drift", name, float(flag)))
+        out.append(MetricValue(key, "wasserstein", name, distance_i))
     return out
 
 
@@ -215,4 +226,9 @@ def _number(value: float | int | None) -> float | None:
     if value is None:
         return None
     number = float(value)
-    return number if np.isfinite(number) else None
+    return number if math.isfinite(number) else None
+
+
+def _numbers(values: np.ndarray) -> list[float | None]:
+    """``_number`` of each value of an array."""
+    return [x if math.isfinite(x) else None for x in values.tolist()]

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlprod.errors import MlprodError, MonitorError
+from mlprod.errors import MlprodError
 from mlprod.monitor.alert_state import AlertState, open_alert_store
 from mlprod.monitor.alerts import AlertEvent, evaluate, firing
 from mlprod.monitor.archive import Archive, FeatureTypes, Ingested
@@ -146,9 +145,11 @@ def run_monitor(
     store = MonitorStore(folder / "windows.sqlite")
     try:
         mark = time.perf_counter()
+        # A store of an older layout (emptied on opening) or an empty one starts again.
+        everything = recompute or store.reset or not store.keys(spec)
         if recompute:
             store.clear(spec)
-        dirty = _dirty(archive, spec, ingested, everything=recompute)
+        dirty = _dirty(archive, spec, ingested, everything=everything)
         fresh: list[Window] = []
         task = progress.start("summarising windows", total=len(dirty))
         for (name, version), positions in dirty.items():
@@ -210,17 +211,17 @@ def _dirty(
     """The windows to summarise again, per model version (None: all of them)."""
     if everything or spec.count is not None:
         # Count windows shift with every new row of a variant: summarise the version again.
-        touched = set(archive.versions()) if everything else _versions_of(ingested)
-        if spec.count is not None and not everything:
-            touched |= _labelled_versions(archive, ingested.labelled_ids)
+        touched = (
+            set(archive.versions())
+            if everything
+            else _versions_of([*ingested.new_rows, *ingested.labelled_rows])
+        )
         return dict.fromkeys(sorted(touched))
     dirty: dict[tuple[str, str], set[int]] = defaultdict(set)
     assert spec.length is not None
     length = int(spec.length.total_seconds() * 1_000_000)
-    for part in ingested.new_rows:
+    for part in [*ingested.new_rows, *ingested.labelled_rows]:
         _add_positions(dirty, part, length)
-    if ingested.labelled_ids:
-        _add_positions(dirty, _labelled_rows(archive, ingested.labelled_ids), length)
     return {key: sorted(positions) for key, positions in sorted(dirty.items())}
 
 
@@ -235,51 +236,14 @@ def _add_positions(dirty: dict[tuple[str, str], set[int]], rows: pa.Table, lengt
         dirty[key].add(position)
 
 
-def _versions_of(ingested: Ingested) -> set[tuple[str, str]]:
+def _versions_of(parts: list[pa.Table]) -> set[tuple[str, str]]:
+    """The (model name, version) pairs of rows with those two columns."""
     found: set[tuple[str, str]] = set()
-    for part in ingested.new_rows:
+    for part in parts:
         found |= set(
             zip(part["model_name"].to_pylist(), part["model_version"].to_pylist(), strict=True)
         )
     return found
-
-
-def _labelled_rows(archive: Archive, ids: list[str]) -> pa.Table:
-    """Model, version and prediction time of the archived predictions with these ids."""
-    parts = []
-    con = duckdb.connect()
-    try:
-        wanted = pa.table({"prediction_id": pa.array(sorted(set(ids)), pa.string())})
-        con.register("wanted", wanted)
-        for name, version in archive.versions():
-            glob = archive.prediction_glob(name, version)
-            if glob is None:
-                continue
-            found = con.sql(
-                "SELECT ? AS model_name, ? AS model_version, p.prediction_time "
-                "FROM read_parquet(?) AS p SEMI JOIN wanted USING (prediction_id)",
-                params=[name, version, glob],
-            ).to_arrow_table()
-            parts.append(found)
-    except duckdb.Error as exc:
-        raise MonitorError(f"the monitoring archive cannot be read: {exc}") from None
-    finally:
-        con.close()
-    schema = pa.schema(
-        [
-            ("model_name", pa.string()),
-            ("model_version", pa.string()),
-            ("prediction_time", pa.timestamp("us")),
-        ]
-    )
-    return pa.concat_tables([p.cast(schema) for p in parts]) if parts else schema.empty_table()
-
-
-def _labelled_versions(archive: Archive, ids: list[str]) -> set[tuple[str, str]]:
-    if not ids:
-        return set()
-    rows = _labelled_rows(archive, ids)
-    return set(zip(rows["model_name"].to_pylist(), rows["model_version"].to_pylist(), strict=True))
 
 
 def _closed(

@@ -1,52 +1,59 @@
 """Where monitoring keeps what it computed: each window's summary and its metric values, in a
 SQLite file next to the archive (WAL: the dashboard reads while a pass writes).
 
-A pass replaces the summaries and metrics of the windows it summarised again and reads the
-others' metrics back as they were, so the cost of a pass follows what changed.
+One row per window holds its packed summary and its metrics (names as JSON, values, lower and
+upper bounds as float64 arrays), so a pass writes as many rows as it summarised windows, not one
+per number. A pass replaces the windows it summarised again and reads the others back as they
+were, so the cost of a pass follows what changed. The store is derived from the archive: a file
+of another layout is emptied (``reset``) and the next pass summarises everything again.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from mlprod.errors import MonitorError
-from mlprod.monitor.summary import WindowSummary
+from mlprod.monitor.summary import pack, unpack
 from mlprod.monitor.values import MetricValue, WindowKey
 from mlprod.monitor.windows import Window, WindowSpec
 
-_DDL = (
-    """CREATE TABLE IF NOT EXISTS windows (
-        spec TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
-        variant TEXT NOT NULL, position INTEGER NOT NULL, start TEXT NOT NULL,
-        end_ TEXT NOT NULL, rows_ INTEGER NOT NULL, summary TEXT NOT NULL,
-        computed_at TEXT NOT NULL,
-        PRIMARY KEY (spec, model_name, model_version, variant, position))""",
-    """CREATE TABLE IF NOT EXISTS metrics (
-        spec TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
-        variant TEXT NOT NULL, position INTEGER NOT NULL, start TEXT NOT NULL,
-        end_ TEXT NOT NULL, metric TEXT NOT NULL, subject TEXT NOT NULL, value REAL,
-        lower REAL, upper REAL)""",
-    """CREATE INDEX IF NOT EXISTS metrics_window
-        ON metrics (spec, model_name, model_version, variant, position)""",
-)
-_WINDOW = "spec = ? AND model_name = ? AND model_version = ? AND variant = ? AND position = ?"
+_LAYOUT = 2  # PRAGMA user_version of this layout
+_DDL = """CREATE TABLE IF NOT EXISTS windows (
+    spec TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
+    variant TEXT NOT NULL, position INTEGER NOT NULL, start TEXT NOT NULL, end_ TEXT NOT NULL,
+    rows_ INTEGER NOT NULL, summary BLOB NOT NULL, metric_names TEXT NOT NULL,
+    metric_values BLOB NOT NULL, computed_at TEXT NOT NULL,
+    PRIMARY KEY (spec, model_name, model_version, variant, position))"""
+_KEY = "model_name, model_version, variant, start, end_"
 
 
 class MonitorStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.reset = False  # True when a store of another layout was emptied on opening
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA busy_timeout = 10000")
-            for statement in _DDL:
-                self._conn.execute(statement)
+            with self._write() as conn:
+                layout = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                names = {name for (name,) in tables.fetchall()}
+                if layout != _LAYOUT and names:
+                    for name in names:
+                        conn.execute(f'DROP TABLE "{name}"')  # our own tables' names
+                    self.reset = True
+                conn.execute(_DDL)
+                conn.execute(f"PRAGMA user_version = {_LAYOUT}")
         except (sqlite3.Error, OSError) as exc:
             raise MonitorError(
                 f"the monitoring store at {self.path} cannot be opened: {exc}"
@@ -70,109 +77,79 @@ class MonitorStore:
     def put(self, spec: WindowSpec, windows: list[Window], metrics: Iterable[MetricValue]) -> None:
         """Replace these windows' summaries and metrics (one transaction)."""
         now = datetime.now(UTC).replace(tzinfo=None).isoformat()
-        position = {w.key: w.position for w in windows}
+        per_window: dict[WindowKey, list[MetricValue]] = defaultdict(list)
+        for value in metrics:
+            per_window[value.window].append(value)
+        rows = [_row(spec, w, per_window.get(w.key, []), now) for w in windows]
         with self._write() as conn:
             conn.executemany(
-                f"DELETE FROM metrics WHERE {_WINDOW}",
-                [(spec.name, *_series(w.key), w.position) for w in windows],
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        spec.name,
-                        *_series(w.key),
-                        w.position,
-                        w.key.start.isoformat(),
-                        w.key.end.isoformat(),
-                        w.summary.rows,
-                        json.dumps(w.summary.to_dict(), separators=(",", ":")),
-                        now,
-                    )
-                    for w in windows
-                ],
-            )
-            conn.executemany(
-                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        spec.name,
-                        *_series(m.window),
-                        position[m.window],
-                        m.window.start.isoformat(),
-                        m.window.end.isoformat(),
-                        m.metric,
-                        m.subject,
-                        m.value,
-                        m.lower,
-                        m.upper,
-                    )
-                    for m in metrics
-                ],
+                "INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
 
     def metrics(self, spec: WindowSpec, since: datetime | None = None) -> list[MetricValue]:
         """Every stored metric of windows ending after ``since``, by window start."""
-        rows = self._conn.execute(
-            "SELECT model_name, model_version, variant, start, end_, metric, subject, value, "
-            "lower, upper FROM metrics WHERE spec = ? AND end_ > ? ORDER BY start, rowid",
-            (spec.name, "" if since is None else since.isoformat()),
-        ).fetchall()
-        keys: dict[tuple[str, ...], WindowKey] = {}
-        out = []
-        for name, version, variant, start, end, metric, subject, value, lower, upper in rows:
-            key = keys.get((name, version, variant, start))
-            if key is None:
-                key = _key(name, version, variant, start, end)
-                keys[(name, version, variant, start)] = key
-            out.append(MetricValue(key, metric, subject, value, lower, upper))
+        rows = self._select(f"{_KEY}, metric_names, metric_values", spec, since)
+        out: list[MetricValue] = []
+        for name, version, variant, start, end, names, values in rows:
+            out += _unpack_metrics(_key(name, version, variant, start, end), names, values)
         return out
 
     def keys(self, spec: WindowSpec) -> list[tuple[WindowKey, int]]:
         """Every stored window and its row count, by start."""
-        rows = self._conn.execute(
-            "SELECT model_name, model_version, variant, start, end_, rows_ FROM windows "
-            "WHERE spec = ? ORDER BY start",
-            (spec.name,),
-        ).fetchall()
-        return [
-            (
-                _key(name, version, variant, start, end),
-                count,
-            )
-            for name, version, variant, start, end, count in rows
-        ]
+        rows = self._select(f"{_KEY}, rows_", spec, None)
+        return [(_key(*key), count) for *key, count in rows]
 
     def windows(self, spec: WindowSpec, since: datetime | None = None) -> list[Window]:
         """Stored summaries of windows ending after ``since``, by start."""
-        rows = self._conn.execute(
-            "SELECT model_name, model_version, variant, position, start, end_, summary "
-            "FROM windows WHERE spec = ? AND end_ > ? ORDER BY start",
+        rows = self._select(f"{_KEY}, position, summary", spec, since)
+        return [Window(_key(*key), position, unpack(summary)) for *key, position, summary in rows]
+
+    def _select(self, columns: str, spec: WindowSpec, since: datetime | None) -> list[tuple]:  # type: ignore[type-arg]
+        rows: list[tuple] = self._conn.execute(  # type: ignore[type-arg]
+            f"SELECT {columns} FROM windows WHERE spec = ? AND end_ > ? "
+            "ORDER BY start, model_name, model_version, variant",
             (spec.name, "" if since is None else since.isoformat()),
         ).fetchall()
-        return [
-            Window(
-                _key(name, version, variant, start, end),
-                position,
-                WindowSummary.from_dict(json.loads(summary)),
-            )
-            for name, version, variant, position, start, end, summary in rows
-        ]
+        return rows
 
     def clear(self, spec: WindowSpec) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM windows WHERE spec = ?", (spec.name,))
-            conn.execute("DELETE FROM metrics WHERE spec = ?", (spec.name,))
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _row(spec: WindowSpec, window: Window, metrics: list[MetricValue], now: str) -> tuple:  # type: ignore[type-arg]
+    key = window.key
+    names, values = _pack_metrics(metrics)
+    start, end = key.start.isoformat(), key.end.isoformat()
+    series = (spec.name, key.model_name, key.model_version, key.variant, window.position)
+    return (*series, start, end, window.summary.rows, pack(window.summary), names, values, now)
+
+
+def _pack_metrics(values: list[MetricValue]) -> tuple[str, bytes]:
+    """Names as JSON ``[[metric, subject], ...]``; value, lower and upper as float64 (NaN:
+    None, which is all a metric stores that is not a finite number)."""
+    names = json.dumps([[v.metric, v.subject] for v in values], separators=(",", ":"))
+    numbers = np.array(
+        [[v.value for v in values], [v.lower for v in values], [v.upper for v in values]],
+        dtype=np.float64,
+    )
+    return names, numbers.tobytes()
+
+
+def _unpack_metrics(key: WindowKey, names: str, data: bytes) -> list[MetricValue]:
+    pairs = json.loads(names)
+    numbers = np.frombuffer(data, dtype=np.float64).reshape(3, len(pairs))
+    columns = [[None if x != x else x for x in row] for row in numbers.tolist()]
+    return [
+        MetricValue(key, metric, subject, value, lower, upper)
+        for (metric, subject), value, lower, upper in zip(pairs, *columns, strict=True)
+    ]
 
 
 def _key(name: str, version: str, variant: str, start: str, end: str) -> WindowKey:
     return WindowKey(
         datetime.fromisoformat(start), datetime.fromisoformat(end), name, version, variant
     )
-
-
-def _series(key: WindowKey) -> tuple[str, str, str]:
-    return key.model_name, key.model_version, key.variant

@@ -1,14 +1,19 @@
 """Rows of many windows into one ``WindowSummary`` each, with a few numpy passes per column.
 
-Every count is a ``bincount`` over ``window * bins + bin`` and every minimum or maximum an
-unbuffered ``fmin.at``/``fmax.at``, in the rows' own order (no sort), so a million rows of 25
-features take well under a second and the cost does not grow with the number of windows. Sums
-run in row order, so the same rows in the same order always give the same bits.
+The rows are put in window order once (each window's rows in log order); then a
+window is a contiguous run of rows: its sums, minima and maxima are one ``reduceat`` per
+column and its histograms one ``bincount`` over ``window * bins + bin``. Columns are summarised
+on a small thread pool (numpy releases the GIL), so a million rows of 25 features take well
+under a second on two cores. The same rows give the same bits in whatever order they come.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,198 +24,234 @@ from mlprod.monitor.summary import (
     LATENCY_BUCKETS_MS,
     SCORE_BINS,
     CategoricalSummary,
-    FeatureSummary,
+    IntArray,
     LabelSummary,
     NumericSummary,
+    SparseCounts,
     WindowSummary,
     score_bins,
 )
 
 _EPS = 1e-15  # log-loss clips probabilities into [_EPS, 1 - _EPS]
+_THREADS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
-class Groups:
-    """Which window each row belongs to."""
+class Layout:
+    """Rows in window order: ``order`` takes a column into it; window ``g`` is the run
+    ``starts[g]:starts[g + 1]``."""
 
-    ids: np.ndarray  # window index per row (int64)
+    order: IntArray
+    ids: IntArray  # window per row, in window order
+    starts: IntArray  # first row of each window
     count: int
 
-    def bincount(self, values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        return np.bincount(values, weights=weights, minlength=self.count)
+    @classmethod
+    def of(cls, window: np.ndarray, seq: np.ndarray) -> Layout:
+        """Rows by window, then by ``seq`` (their order in the log)."""
+        ids = np.asarray(window, dtype=np.int64)
+        order = np.lexsort((np.asarray(seq, dtype=np.int64), ids))
+        ordered = ids[order]
+        count = int(ordered[-1]) + 1 if ordered.size else 0
+        starts = np.searchsorted(ordered, np.arange(count))
+        if count and np.any(np.diff(np.append(starts, ordered.size)) == 0):
+            raise ValueError("every window index from 0 to the largest must have rows")
+        return cls(order, ordered, starts, count)
+
+    def take(self, values: np.ndarray) -> np.ndarray:
+        return values[self.order]
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, self.starts) if self.count else np.zeros(0)
+
+    def table(self, codes: np.ndarray, size: int) -> IntArray:
+        """Per window (rows) and code (columns): how many rows have it (codes in window order)."""
+        flat = np.bincount(self.ids * size + codes, minlength=self.count * size)
+        return flat.reshape(self.count, size)
+
+    def sparse(self, codes: np.ndarray, size: int) -> tuple[IntArray, IntArray, IntArray]:
+        """The distinct (window, code) pairs of the rows, as window, code and their first row's
+        position among the pairs (``np.unique`` on ``window * size + code``)."""
+        keys, inverse = np.unique(self.ids * size + codes, return_inverse=True)
+        return keys // size, keys % size, inverse
 
 
 def summarise(rows: pa.Table, window: np.ndarray, profile: ReferenceProfile) -> list[WindowSummary]:
     """One summary per window index ``0..max(window)`` (``window``: int per row; the rows need
-    ``score``, ``decision``, ``served``, ``latency_ms``, ``label`` and a ``features`` struct)."""
-    ids = np.asarray(window, dtype=np.int64)
-    groups = Groups(ids=ids, count=int(ids.max()) + 1 if ids.size else 0)
-    score = _floats(rows["score"])
-    decision = _flags(rows["decision"])
-    served = _flags(rows["served"])
-    score_per = _sparse(groups, score_bins(score), SCORE_BINS)
-    latency = _latency(groups, _floats(rows["latency_ms"]))
-    labels = _labels(groups, rows, score, decision)
-    features = _features(groups, rows, profile)
-    return _totals(groups, served, decision, score, score_per, latency, features, labels)
-
-
-def _totals(
-    groups: Groups,
-    served: np.ndarray,
-    decision: np.ndarray,
-    score: np.ndarray,
-    score_per: list[dict[int, int]],
-    latency: list[list[int]],
-    features: dict[str, list[FeatureSummary]],
-    labels: list[LabelSummary],
-) -> list[WindowSummary]:
-    rows = groups.bincount(groups.ids)
-    served_per = groups.bincount(groups.ids, served.astype(float))
-    decisions = groups.bincount(groups.ids, decision.astype(float))
-    score_sum = groups.bincount(groups.ids, score)
+    ``seq``, ``score``, ``decision``, ``served``, ``latency_ms``, ``label`` and a ``features``
+    struct; they may come in any order)."""
+    layout = Layout.of(window, rows["seq"].to_numpy())
+    score = layout.take(_floats(rows["score"]))
+    decision = layout.take(_flags(rows["decision"]))
+    known = layout.take(np.asarray(rows["label"].is_valid().to_numpy(zero_copy_only=False), bool))
+    label = layout.take(_flags(rows["label"]))
+    latency = layout.take(_floats(rows["latency_ms"]))
+    jobs: dict[str, Callable[[], Any]] = {
+        "scores": lambda: _score_bins(layout, score, known & label, known & ~label),
+        "labels": lambda: _labels(layout, score, decision, known, label),
+        "latency": lambda: _latency(layout, latency),
+    }
+    for name, column, reference in _feature_columns(rows, profile):
+        jobs[name] = _feature_job(layout, column, reference)
+    with ThreadPoolExecutor(_THREADS) as pool:
+        futures = {key: pool.submit(job) for key, job in jobs.items()}
+        done = {key: future.result() for key, future in futures.items()}
+    scores, labels, latency = done.pop("scores"), done.pop("labels"), done.pop("latency")
+    sizes = np.diff(np.append(layout.starts, layout.ids.size))
+    served = layout.sum(layout.take(_flags(rows["served"])).astype(np.int64))
+    decisions = layout.sum(decision.astype(np.int64))
+    score_sum = layout.sum(score)
     return [
         WindowSummary(
-            rows=int(rows[g]),
-            served=int(served_per[g]),
+            rows=int(sizes[g]),
+            served=int(served[g]),
             decisions=int(decisions[g]),
             score_sum=float(score_sum[g]),
-            score_bins=score_per[g],
+            score_bins=scores[g][0],
             latency=latency[g],
-            features={name: per[g] for name, per in features.items()},
-            labels=labels[g],
+            features={name: per[g] for name, per in done.items()},
+            labels=replace(labels[g], positive_bins=scores[g][1], negative_bins=scores[g][2]),
         )
-        for g in range(groups.count)
+        for g in range(layout.count)
     ]
 
 
-def _floats(column: pa.ChunkedArray) -> np.ndarray:
+def _feature_columns(
+    rows: pa.Table, profile: ReferenceProfile
+) -> list[tuple[str, pa.ChunkedArray, NumericReference | CategoricalReference]]:
+    if "features" not in rows.column_names:
+        return []
+    features = rows["features"]
+    out = []
+    for index, field in enumerate(features.type):
+        reference = profile.features.get(field.name)
+        if reference is not None:
+            out.append((field.name, pc.struct_field(features, [index]), reference))
+    return out
+
+
+def _feature_job(
+    layout: Layout, column: pa.ChunkedArray, reference: NumericReference | CategoricalReference
+) -> Callable[[], list[NumericSummary] | list[CategoricalSummary]]:
+    if isinstance(reference, NumericReference):
+        return lambda: _numeric(layout, layout.take(_floats(column)), reference)
+    return lambda: _categorical(layout, column)
+
+
+def _floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A numeric column as float64 with NaN for nulls."""
     return np.asarray(
         pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
     )
 
 
-def _flags(column: pa.ChunkedArray) -> np.ndarray:
+def _flags(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _sparse(groups: Groups, bins: np.ndarray, size: int) -> list[dict[int, int]]:
-    """Per window, the non-empty bins and their counts."""
-    codes, counts = np.unique(groups.ids.astype(np.int64) * size + bins, return_counts=True)
-    owner = codes // size
-    bounds = np.searchsorted(owner, np.arange(groups.count + 1))
-    keys, numbers = (codes % size).tolist(), counts.tolist()
-    return [
-        dict(zip(keys[bounds[g] : bounds[g + 1]], numbers[bounds[g] : bounds[g + 1]], strict=True))
-        for g in range(groups.count)
-    ]
+def _score_bins(layout: Layout, score: np.ndarray, *masks: np.ndarray) -> list[list[SparseCounts]]:
+    """Per window, the scores on the fine bins: of every row, then of the rows of each mask
+    (one ``np.unique`` for all of them)."""
+    owner, code, inverse = layout.sparse(score_bins(score), SCORE_BINS)
+    bounds = np.searchsorted(owner, np.arange(layout.count + 1))
+    counts = [np.bincount(inverse, minlength=code.size)]
+    counts += [np.bincount(inverse[mask], minlength=code.size) for mask in masks]
+    out = []
+    for g in range(layout.count):
+        part = slice(bounds[g], bounds[g + 1])
+        index = code[part]
+        per = []
+        for count in counts:
+            number = count[part]
+            kept = number > 0
+            per.append(SparseCounts(index[kept], number[kept]))
+        out.append(per)
+    return out
 
 
-def _dense(groups: Groups, bins: np.ndarray, size: int, mask: np.ndarray) -> np.ndarray:
-    """Per window (rows) and bin (columns): how many rows under ``mask`` fall in it."""
-    flat = np.bincount(
-        groups.ids[mask].astype(np.int64) * size + bins[mask], minlength=groups.count * size
-    )
-    return flat.reshape(groups.count, size)
-
-
-def _latency(groups: Groups, latency: np.ndarray) -> list[list[int]]:
+def _latency(layout: Layout, latency: np.ndarray) -> list[list[int]]:
     known = ~np.isnan(latency)
-    buckets = np.searchsorted(np.asarray(LATENCY_BUCKETS_MS), np.nan_to_num(latency), side="left")
-    table = _dense(groups, buckets, len(LATENCY_BUCKETS_MS) + 1, known)
+    size = len(LATENCY_BUCKETS_MS) + 1
+    buckets = np.where(
+        known, np.searchsorted(np.asarray(LATENCY_BUCKETS_MS), latency, side="left"), size
+    )
+    table = layout.table(buckets, size + 1)[:, :size]
     counts: list[list[int]] = table.tolist()
     return counts
 
 
 def _labels(
-    groups: Groups, rows: pa.Table, score: np.ndarray, decision: np.ndarray
+    layout: Layout, score: np.ndarray, decision: np.ndarray, known: np.ndarray, label: np.ndarray
 ) -> list[LabelSummary]:
-    label_column = rows["label"]
-    known = np.asarray(label_column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    label = _flags(label_column)
+    """Confusion counts and log-loss sums of the labelled rows (their score bins come from
+    :func:`_score_bins`)."""
     if not known.any():
-        return [LabelSummary() for _ in range(groups.count)]
-    ids = groups.ids
+        return [LabelSummary() for _ in range(layout.count)]
     positive = known & label
     negative = known & ~label
-    bins = score_bins(score)
-    pos_bins = _sparse_masked(groups, bins, positive)
-    neg_bins = _sparse_masked(groups, bins, negative)
     p = np.clip(score, _EPS, 1 - _EPS)
-    term = np.where(label, -np.log(p), -np.log1p(-p))
-    term = np.where(known, term, 0.0)
-    loss = groups.bincount(ids, term)
-    loss_sq = groups.bincount(ids, term * term)
-    counts = {
-        "count": groups.bincount(ids, known.astype(float)),
-        "positives": groups.bincount(ids, positive.astype(float)),
-        "tp": groups.bincount(ids, (positive & decision).astype(float)),
-        "fp": groups.bincount(ids, (negative & decision).astype(float)),
-        "fn": groups.bincount(ids, (positive & ~decision).astype(float)),
-        "tn": groups.bincount(ids, (negative & ~decision).astype(float)),
+    term = np.where(known, np.where(label, -np.log(p), -np.log1p(-p)), 0.0)
+    loss, loss_sq = layout.sum(term), layout.sum(term * term)
+    flags = {
+        "count": known,
+        "positives": positive,
+        "tp": positive & decision,
+        "fp": negative & decision,
+        "fn": positive & ~decision,
+        "tn": negative & ~decision,
     }
+    sums = {name: layout.sum(flag.astype(np.int64)).tolist() for name, flag in flags.items()}
     return [
         LabelSummary(
-            positive_bins=pos_bins[g],
-            negative_bins=neg_bins[g],
+            count=sums["count"][g],
+            positives=sums["positives"][g],
             log_loss_sum=float(loss[g]),
             log_loss_sum_sq=float(loss_sq[g]),
-            **{name: int(values[g]) for name, values in counts.items()},
+            tp=sums["tp"][g],
+            fp=sums["fp"][g],
+            fn=sums["fn"][g],
+            tn=sums["tn"][g],
         )
-        for g in range(groups.count)
+        for g in range(layout.count)
     ]
 
 
-def _sparse_masked(groups: Groups, bins: np.ndarray, mask: np.ndarray) -> list[dict[int, int]]:
-    if not mask.any():
-        return [{} for _ in range(groups.count)]
-    sub = Groups(ids=groups.ids[mask], count=groups.count)
-    return _sparse(sub, bins[mask], SCORE_BINS)
-
-
-def _features(
-    groups: Groups, rows: pa.Table, profile: ReferenceProfile
-) -> dict[str, list[FeatureSummary]]:
-    if "features" not in rows.column_names:
-        return {}
-    struct = rows["features"].combine_chunks()
-    out: dict[str, list[FeatureSummary]] = {}
-    for index in range(struct.type.num_fields):
-        name = struct.type.field(index).name
-        reference = profile.features.get(name)
-        column = struct.field(index)
-        if isinstance(reference, NumericReference):
-            out[name] = list(_numeric(groups, column, reference))
-        elif isinstance(reference, CategoricalReference):
-            out[name] = list(_categorical(groups, column))
-    return out
-
-
-def _numeric(groups: Groups, column: pa.Array, reference: NumericReference) -> list[NumericSummary]:
-    values = np.asarray(
-        pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+def _numeric(
+    layout: Layout, values: np.ndarray, reference: NumericReference
+) -> list[NumericSummary]:
+    """One searchsorted over the reference edges bracketed by its minimum and (just above) its
+    maximum gives each value's bin, whether it is below or above the reference's range, and
+    (NaN sorts last) whether it is null, so one bincount counts them all."""
+    edges = reference.edges
+    n = edges.size
+    bracket = np.concatenate(
+        [[reference.minimum], edges, [np.nextafter(reference.maximum, np.inf)]]
     )
+    if np.all(np.diff(bracket) >= 0):
+        table = layout.table(np.searchsorted(bracket, values, side="right"), n + 4)
+        below, above, nulls = table[:, 0], table[:, n + 2], table[:, n + 3]
+        bins = table[:, 1 : n + 2].copy()
+        bins[:, 0] += below
+        bins[:, n] += above
+    else:  # a reference whose range does not contain its own edges: count each part alone
+        known = ~np.isnan(values)
+        where = np.where(known, np.searchsorted(edges, values, side="right"), n + 1)
+        bins = layout.table(where, n + 2)
+        nulls = bins[:, n + 1]
+        bins = bins[:, : n + 1]
+        below = layout.sum((values < reference.minimum).astype(np.int64))
+        above = layout.sum((values > reference.maximum).astype(np.int64))
     known = ~np.isnan(values)
-    ids = groups.ids
     filled = np.where(known, values, 0.0)
-    size = reference.edges.size + 1
-    bins = _dense(groups, np.searchsorted(reference.edges, filled, side="right"), size, known)
-    count = groups.bincount(ids, known.astype(float))
-    below = groups.bincount(ids, (known & (filled < reference.minimum)).astype(float))
-    above = groups.bincount(ids, (known & (filled > reference.maximum)).astype(float))
-    total = groups.bincount(ids, filled)
-    total_sq = groups.bincount(ids, filled * filled)
-    low = np.full(groups.count, np.nan)
-    high = np.full(groups.count, np.nan)
-    np.fmin.at(low, ids, values)
-    np.fmax.at(high, ids, values)
-    rows = groups.bincount(ids)
+    total, total_sq = layout.sum(filled), layout.sum(filled * filled)
+    low = np.fmin.reduceat(values, layout.starts) if layout.count else np.zeros(0)
+    high = np.fmax.reduceat(values, layout.starts) if layout.count else np.zeros(0)
+    sizes = np.diff(np.append(layout.starts, layout.ids.size))
     return [
         NumericSummary(
-            count=int(count[g]),
-            nulls=int(rows[g] - count[g]),
-            bins=bins[g].tolist(),
+            count=int(sizes[g] - nulls[g]),
+            nulls=int(nulls[g]),
+            bins=bins[g],
             below=int(below[g]),
             above=int(above[g]),
             total=float(total[g]),
@@ -218,22 +259,21 @@ def _numeric(groups: Groups, column: pa.Array, reference: NumericReference) -> l
             minimum=None if np.isnan(low[g]) else float(low[g]),
             maximum=None if np.isnan(high[g]) else float(high[g]),
         )
-        for g in range(groups.count)
+        for g in range(layout.count)
     ]
 
 
-def _categorical(groups: Groups, column: pa.Array) -> list[CategoricalSummary]:
-    encoded = pc.dictionary_encode(pc.cast(column, pa.string()))
+def _categorical(layout: Layout, column: pa.ChunkedArray) -> list[CategoricalSummary]:
+    encoded = pc.dictionary_encode(pc.cast(column, pa.string()).combine_chunks())
     levels = encoded.dictionary.to_pylist()
-    indices = encoded.indices
-    known = np.asarray(indices.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    codes = np.asarray(pc.fill_null(indices, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    table = _dense(groups, codes, max(len(levels), 1), known)
-    rows = groups.bincount(groups.ids)
+    size = len(levels)
+    codes = np.asarray(pc.fill_null(encoded.indices, size).to_numpy(zero_copy_only=False), np.int64)
+    table = layout.table(layout.take(codes), size + 1)
     out = []
-    for g in range(groups.count):
-        nonzero = np.flatnonzero(table[g])
-        counts = {levels[i]: int(table[g, i]) for i in nonzero}
-        total = int(table[g].sum())
-        out.append(CategoricalSummary(count=total, nulls=int(rows[g] - total), levels=counts))
+    for g in range(layout.count):
+        row = table[g]
+        nonzero = np.flatnonzero(row[:size]).tolist()
+        counts = {levels[i]: int(row[i]) for i in nonzero}
+        nulls = int(row[size])
+        out.append(CategoricalSummary(count=int(row.sum()) - nulls, nulls=nulls, levels=counts))
     return out

@@ -5,35 +5,80 @@ or level counts (categories), the scores on a fine fixed grid, and, for the pred
 outcome has joined, the scores by label, log-loss sums and the confusion counts at the deployed
 threshold. Every field is a count, a sum, a minimum or a maximum, so two summaries merge by
 adding (an hour into a day, a day into a month) and no metric needs the raw rows again.
+
+Summaries are stored as bytes (:func:`pack`): a small JSON header for the scalars and the level
+counts, then the bin counts as raw integers in the narrowest type that holds them. A month of
+hourly windows packs in a few milliseconds; JSON text of the same counts took seconds.
 """
 
 from __future__ import annotations
 
+import json
+import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+IntArray = NDArray[np.int64]
 
 # Scores are counted on SCORE_BINS equal bins of [0, 1]: bin i holds [i/N, (i+1)/N), and 1.0
 # goes to the last bin. Fine enough that an AUC from the bins is within 1e-4 of the exact one.
 SCORE_BINS = 10_000
 # In-process latency buckets (upper bounds, milliseconds); one more bucket counts the rest.
 LATENCY_BUCKETS_MS = (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 25, 50, 100, 250, 1000)
+_FORMAT = 1  # version of the packed layout
 
 
-def score_bins(scores: np.ndarray) -> np.ndarray:
+def score_bins(scores: np.ndarray) -> IntArray:
     """The fine bin of each score (an int array); scores are clipped into [0, 1]."""
-    bins: np.ndarray = np.minimum(
+    bins: IntArray = np.minimum(
         (np.clip(scores, 0.0, 1.0) * SCORE_BINS).astype(np.int64), SCORE_BINS - 1
     )
     return bins
 
 
-def _add_sparse(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
-    merged = dict(a)
-    for key, count in b.items():
-        merged[key] = merged.get(key, 0) + count
-    return merged
+def _ints(values: ArrayLike) -> IntArray:
+    return np.asarray(values, dtype=np.int64).reshape(-1)
+
+
+@dataclass(frozen=True, eq=False)
+class SparseCounts:
+    """Counts of a few bins out of many: the non-empty bins, ascending, and their counts."""
+
+    index: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    count: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @classmethod
+    def of(cls, counts: SparseCounts | Mapping[int, int]) -> SparseCounts:
+        if isinstance(counts, SparseCounts):
+            return counts
+        keys = sorted(k for k, n in counts.items() if n)
+        return cls(_ints(keys), _ints([counts[k] for k in keys]))
+
+    def dense(self, size: int = SCORE_BINS) -> IntArray:
+        out = np.zeros(size, dtype=np.int64)
+        out[self.index] = self.count
+        return out
+
+    def to_dict(self) -> dict[int, int]:
+        return dict(zip(self.index.tolist(), self.count.tolist(), strict=True))
+
+    def merge(self, other: SparseCounts) -> SparseCounts:
+        keys, where = np.unique(np.concatenate([self.index, other.index]), return_inverse=True)
+        counts = np.bincount(where, np.concatenate([self.count, other.count]), keys.size)
+        return SparseCounts(keys, counts.astype(np.int64))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, SparseCounts)
+            and np.array_equal(self.index, other.index)
+            and np.array_equal(self.count, other.count)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _min(a: float | None, b: float | None) -> float | None:
@@ -44,14 +89,14 @@ def _max(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-@dataclass
+@dataclass(eq=False)
 class NumericSummary:
     """A numeric feature in a window. ``bins[i]`` counts values with exactly ``i`` reference
     edges at or below them: ``(-inf, e0)``, ``[e0, e1)``, ..., ``[e_last, inf)``."""
 
     count: int  # non-null values
     nulls: int
-    bins: list[int]  # len(reference edges) + 1
+    bins: IntArray  # len(reference edges) + 1 (a list is taken too)
     below: int  # values below the reference minimum
     above: int  # values above the reference maximum
     total: float  # sum of the values
@@ -59,11 +104,27 @@ class NumericSummary:
     minimum: float | None
     maximum: float | None
 
+    def __post_init__(self) -> None:
+        self.bins = _ints(self.bins)
+
+    def _scalars(self) -> tuple[Any, ...]:
+        return (self.count, self.nulls, self.below, self.above, self.total, self.total_sq,
+                self.minimum, self.maximum)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, NumericSummary)
+            and self._scalars() == other._scalars()
+            and np.array_equal(self.bins, other.bins)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
     def merge(self, other: NumericSummary) -> NumericSummary:
         return NumericSummary(
             count=self.count + other.count,
             nulls=self.nulls + other.nulls,
-            bins=[a + b for a, b in zip(self.bins, other.bins, strict=True)],
+            bins=self.bins + other.bins,
             below=self.below + other.below,
             above=self.above + other.above,
             total=self.total + other.total,
@@ -97,8 +158,9 @@ class LabelSummary:
 
     count: int = 0
     positives: int = 0
-    positive_bins: dict[int, int] = field(default_factory=dict)  # fine score bin -> count
-    negative_bins: dict[int, int] = field(default_factory=dict)
+    # Fine score bin -> count, of the positives and of the negatives (a dict is taken too).
+    positive_bins: SparseCounts = field(default_factory=SparseCounts)
+    negative_bins: SparseCounts = field(default_factory=SparseCounts)
     log_loss_sum: float = 0.0  # sum over rows of -log(p) or -log(1 - p), p clipped to 1e-15
     log_loss_sum_sq: float = 0.0  # sum of the squares of those terms
     tp: int = 0  # decision True, label True
@@ -106,12 +168,16 @@ class LabelSummary:
     fn: int = 0
     tn: int = 0
 
+    def __post_init__(self) -> None:
+        self.positive_bins = SparseCounts.of(self.positive_bins)
+        self.negative_bins = SparseCounts.of(self.negative_bins)
+
     def merge(self, other: LabelSummary) -> LabelSummary:
         return LabelSummary(
             count=self.count + other.count,
             positives=self.positives + other.positives,
-            positive_bins=_add_sparse(self.positive_bins, other.positive_bins),
-            negative_bins=_add_sparse(self.negative_bins, other.negative_bins),
+            positive_bins=self.positive_bins.merge(other.positive_bins),
+            negative_bins=self.negative_bins.merge(other.negative_bins),
             log_loss_sum=self.log_loss_sum + other.log_loss_sum,
             log_loss_sum_sq=self.log_loss_sum_sq + other.log_loss_sum_sq,
             tp=self.tp + other.tp,
@@ -119,6 +185,9 @@ class LabelSummary:
             fn=self.fn + other.fn,
             tn=self.tn + other.tn,
         )
+
+    def scalars(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.endswith("_bins")}
 
 
 @dataclass
@@ -129,10 +198,13 @@ class WindowSummary:
     served: int  # answered to a client (shadow predictions are not)
     decisions: int  # rows whose decision was True
     score_sum: float
-    score_bins: dict[int, int]  # fine score bin -> count, every row
+    score_bins: SparseCounts  # fine score bin -> count, every row (a dict is taken too)
     latency: list[int]  # counts per LATENCY_BUCKETS_MS bucket, plus one for the rest
     features: dict[str, FeatureSummary]
     labels: LabelSummary
+
+    def __post_init__(self) -> None:
+        self.score_bins = SparseCounts.of(self.score_bins)
 
     def merge(self, other: WindowSummary) -> WindowSummary:
         features = dict(self.features)
@@ -144,62 +216,84 @@ class WindowSummary:
             served=self.served + other.served,
             decisions=self.decisions + other.decisions,
             score_sum=self.score_sum + other.score_sum,
-            score_bins=_add_sparse(self.score_bins, other.score_bins),
+            score_bins=self.score_bins.merge(other.score_bins),
             latency=[a + b for a, b in zip(self.latency, other.latency, strict=True)],
             features=features,
             labels=self.labels.merge(other.labels),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON (sparse bins keyed by their index as text)."""
-        features: dict[str, Any] = {}
-        for name, summary in self.features.items():
-            entry = dict(summary.__dict__)
-            entry["kind"] = "numeric" if isinstance(summary, NumericSummary) else "categorical"
-            features[name] = entry
-        labels = dict(self.labels.__dict__)
-        labels["positive_bins"] = {str(k): v for k, v in self.labels.positive_bins.items()}
-        labels["negative_bins"] = {str(k): v for k, v in self.labels.negative_bins.items()}
-        return {
-            "rows": self.rows,
-            "served": self.served,
-            "decisions": self.decisions,
-            "score_sum": self.score_sum,
-            "score_bins": {str(k): v for k, v in self.score_bins.items()},
-            "latency": list(self.latency),
-            "features": features,
-            "labels": labels,
-        }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WindowSummary:
-        features: dict[str, FeatureSummary] = {}
-        for name, entry in data["features"].items():
-            values = {k: v for k, v in entry.items() if k != "kind"}
-            features[name] = (
-                NumericSummary(**values)
-                if entry["kind"] == "numeric"
-                else CategoricalSummary(**values)
+def pack(summary: WindowSummary) -> bytes:
+    """The summary as bytes: a length, a JSON header, then every bin count array."""
+    arrays: list[IntArray] = []
+    for sparse in (summary.score_bins, summary.labels.positive_bins, summary.labels.negative_bins):
+        arrays += [sparse.index, sparse.count]
+    features: dict[str, Any] = {}
+    for name, feature in summary.features.items():
+        if isinstance(feature, NumericSummary):
+            features[name] = ["n", *feature._scalars()]
+            arrays.append(feature.bins)
+        else:
+            features[name] = ["c", feature.count, feature.nulls, feature.levels]
+    kinds = [_narrowest(a) for a in arrays]
+    header = {
+        "format": _FORMAT,
+        "rows": summary.rows,
+        "served": summary.served,
+        "decisions": summary.decisions,
+        "score_sum": summary.score_sum,
+        "latency": summary.latency,
+        "labels": summary.labels.scalars(),
+        "features": features,
+        "arrays": [[kind, int(a.size)] for kind, a in zip(kinds, arrays, strict=True)],
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    body = b"".join(a.astype(kind).tobytes() for kind, a in zip(kinds, arrays, strict=True))
+    return struct.pack("<I", len(head)) + head + body
+
+
+def unpack(data: bytes) -> WindowSummary:
+    """The summary :func:`pack` wrote."""
+    (length,) = struct.unpack_from("<I", data)
+    header = json.loads(data[4 : 4 + length])
+    offset = 4 + length
+    arrays: list[IntArray] = []
+    for kind, size in header["arrays"]:
+        array = np.frombuffer(data, dtype=kind, count=size, offset=offset)
+        arrays.append(array.astype(np.int64))
+        offset += array.nbytes
+    sparse = [SparseCounts(arrays[i], arrays[i + 1]) for i in (0, 2, 4)]
+    numeric = iter(arrays[6:])
+    features: dict[str, FeatureSummary] = {}
+    for name, (kind, *values) in header["features"].items():
+        if kind == "n":
+            count, nulls, below, above, total, total_sq, low, high = values
+            features[name] = NumericSummary(
+                count, nulls, next(numeric), below, above, total, total_sq, low, high
             )
-        labels = dict(data["labels"])
-        labels["positive_bins"] = {int(k): v for k, v in labels["positive_bins"].items()}
-        labels["negative_bins"] = {int(k): v for k, v in labels["negative_bins"].items()}
-        return cls(
-            rows=data["rows"],
-            served=data["served"],
-            decisions=data["decisions"],
-            score_sum=data["score_sum"],
-            score_bins={int(k): v for k, v in data["score_bins"].items()},
-            latency=list(data["latency"]),
-            features=features,
-            labels=LabelSummary(**labels),
-        )
+        else:
+            features[name] = CategoricalSummary(*values)
+    return WindowSummary(
+        rows=header["rows"],
+        served=header["served"],
+        decisions=header["decisions"],
+        score_sum=header["score_sum"],
+        score_bins=sparse[0],
+        latency=header["latency"],
+        features=features,
+        labels=LabelSummary(**header["labels"], positive_bins=sparse[1], negative_bins=sparse[2]),
+    )
 
 
-def dense(bins: dict[int, int], size: int = SCORE_BINS) -> np.ndarray:
+def _narrowest(array: IntArray) -> str:
+    """The smallest little-endian unsigned type that holds every value (counts are >= 0)."""
+    top = int(array.max()) if array.size else 0
+    for kind in ("<u1", "<u2", "<u4"):
+        if top <= np.iinfo(kind).max:
+            return kind
+    return "<i8"
+
+
+def dense(bins: SparseCounts | Mapping[int, int], size: int = SCORE_BINS) -> IntArray:
     """Sparse bin counts as a dense int64 array of ``size`` bins."""
-    out = np.zeros(size, dtype=np.int64)
-    if bins:
-        keys = np.fromiter(bins.keys(), dtype=np.int64, count=len(bins))
-        out[keys] = np.fromiter(bins.values(), dtype=np.int64, count=len(bins))
-    return out
+    return SparseCounts.of(bins).dense(size)

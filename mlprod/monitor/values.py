@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 MODEL = "model"  # the subject of a metric about the model rather than one feature
 
@@ -20,9 +20,9 @@ class WindowKey:
     variant: str = ""
 
 
-@dataclass(frozen=True)
-class MetricValue:
-    """A metric of one window: a feature's (``subject`` = its name) or the model's."""
+class MetricValue(NamedTuple):
+    """A metric of one window: a feature's (``subject`` = its name) or the model's. (A named
+    tuple: a month of hourly windows has a hundred thousand of them.)"""
 
     window: WindowKey
     metric: str  # one of mlprod.project.monitoring.METRICS
@@ -32,7 +32,8 @@ class MetricValue:
     upper: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = self._asdict()
+        data["window"] = asdict(self.window)
         data["window"]["start"] = self.window.start.isoformat()
         data["window"]["end"] = self.window.end.isoformat()
         return data

@@ -29,24 +29,23 @@ from mlprod.project.monitoring import CountWindow
 _EPOCH = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)
 
-# The rows of the wanted windows, in log order (so that sums add up in the same order, bit for
-# bit, however the parts are scanned); the window is the prediction time's epoch
+# The rows of the wanted windows, each with its window position: the prediction time's epoch
 # bucket (time windows) or the row's rank within its variant in log order (count windows).
-_TIME_ROWS = """WITH rows AS (
-    SELECT p.*, (epoch_us(p.prediction_time) // ?) * ? AS position FROM read_parquet(?) AS p
-)
-SELECT * FROM rows WHERE ? OR list_contains(?, position)"""
-_COUNT_ROWS = """WITH rows AS (
-    SELECT p.*, (row_number() OVER (PARTITION BY coalesce(p.variant, '') ORDER BY p.seq) - 1)
-        // ? AS position
-    FROM read_parquet(?) AS p
-)
-SELECT * FROM rows WHERE ? OR list_contains(?, position) ORDER BY seq"""
-# The latest label of each prediction: latest observed, then latest stored.
-_LABELS = """SELECT prediction_id, arg_max(label, (observed_at, feedback_id)) AS label
-FROM read_parquet(?) WHERE ? OR list_contains(?, prediction_id) GROUP BY prediction_id"""
-# Past this many rows, the labels are read whole rather than looked up by id.
-_LOOKUP_LIMIT = 50_000
+# (The prediction's id and storage time are not needed: labels join by seq.)
+_COLUMNS = "p.* EXCLUDE (prediction_id, predicted_at)"
+_TIME_ROWS = f"""SELECT {_COLUMNS}, (epoch_us(p.prediction_time) // ?) * ? AS position
+FROM read_parquet(?) AS p"""
+# ... the same, reading only the parts whose times reach [from, to) (by their statistics).
+_TIME_RANGE_ROWS = _TIME_ROWS + " WHERE p.prediction_time >= ? AND p.prediction_time < ?"
+_COUNT_ROWS = f"""SELECT {_COLUMNS},
+    (row_number() OVER (PARTITION BY coalesce(p.variant, '') ORDER BY p.seq) - 1) // ? AS position
+FROM read_parquet(?) AS p"""
+_WANTED = "SELECT * FROM ({rows}) WHERE ? OR list_contains(?, position)"
+# The latest label of each prediction in a range of seq: latest observed, then latest stored.
+# (observed_at, feedback_id) packed into one HUGEINT orders as the pair does, at half the cost.
+_LABELS = """SELECT seq,
+    arg_max(label, epoch_us(observed_at)::HUGEINT * 18446744073709551616 + feedback_id) AS label
+FROM read_parquet(?) WHERE seq BETWEEN ? AND ? GROUP BY seq"""
 
 
 @dataclass(frozen=True)
@@ -110,11 +109,12 @@ def summarise_windows(
     keys, window = np.unique(position_index * len(names) + code, return_inverse=True)
     unique = np.stack([positions[keys // len(names)], keys % len(names)], axis=1)
     summaries = summarise(rows, window, profile)
-    times = np.asarray(pc.cast(rows["prediction_time"], pa.int64()).to_numpy(), dtype=np.int64)
-    first = np.full(len(unique), np.iinfo(np.int64).max)
-    last = np.full(len(unique), np.iinfo(np.int64).min)
-    np.minimum.at(first, window, times)
-    np.maximum.at(last, window, times)
+    if spec.count is not None:  # a count window spans its first to just after its last time
+        times = np.asarray(pc.cast(rows["prediction_time"], pa.int64()).to_numpy(), np.int64)
+        first = np.full(len(unique), np.iinfo(np.int64).max)
+        last = np.full(len(unique), np.iinfo(np.int64).min)
+        np.minimum.at(first, window, times)
+        np.maximum.at(last, window, times)
     out = []
     for index, (pos, variant_code) in enumerate(unique.tolist()):
         if spec.length is not None:
@@ -133,32 +133,37 @@ def _rows(glob: str, labels: str | None, spec: WindowSpec, wanted: list[int] | N
     if spec.length is not None:
         length = int(spec.length / _US)
         query, params = _TIME_ROWS, [length, length, glob]
+        if wanted:
+            span = [_EPOCH + wanted[0] * _US, _EPOCH + wanted[-1] * _US + spec.length]
+            query, params = _TIME_RANGE_ROWS, [*params, *span]
     else:
         query, params = _COUNT_ROWS, [spec.count, glob]
     con = duckdb.connect()
     try:
-        rows = _in_log_order(
-            con.sql(query, params=[*params, wanted is None, wanted or []]).to_arrow_table()
-        )
-        if labels is None:
-            return rows.append_column("label", pa.nulls(rows.num_rows, pa.bool_()))
-        ids = rows["prediction_id"]
-        everything = wanted is None or rows.num_rows > _LOOKUP_LIMIT
-        found = con.sql(
-            _LABELS, params=[labels, everything, [] if everything else ids.to_pylist()]
+        rows = con.sql(
+            _WANTED.format(rows=query), params=[*params, wanted is None, wanted or []]
         ).to_arrow_table()
+        seq = np.asarray(rows["seq"].to_numpy(), dtype=np.int64)
+        if labels is None or seq.size == 0:
+            return rows.append_column("label", pa.nulls(rows.num_rows, pa.bool_()))
+        found = con.sql(_LABELS, params=[labels, int(seq.min()), int(seq.max())]).to_arrow_table()
     except duckdb.Error as exc:
         raise MonitorError(f"the monitoring archive cannot be read: {exc}") from None
     finally:
         con.close()
-    where = pc.index_in(ids, value_set=found["prediction_id"].combine_chunks())
-    return rows.append_column("label", pc.take(found["label"].combine_chunks(), where))
+    return rows.append_column("label", _aligned(seq, found))
 
 
-def _in_log_order(rows: pa.Table) -> pa.Table:
-    """The rows by ``seq``: a scan of the parts gives that order already (checked, cheaply);
-    a parallel scan may not, and sums must add up in one order."""
-    seq = np.asarray(rows["seq"].to_numpy(), dtype=np.int64)
-    if seq.size < 2 or bool(np.all(seq[1:] > seq[:-1])):
-        return rows
-    return rows.take(pa.array(np.argsort(seq, kind="stable")))
+def _aligned(seq: np.ndarray, labels: pa.Table) -> pa.Array:
+    """The label of each row (null when it has none), from labels keyed by ``seq``."""
+    order = np.argsort(seq, kind="stable")
+    ordered = seq[order]
+    keys = np.asarray(labels["seq"].to_numpy(), dtype=np.int64)
+    at = np.minimum(np.searchsorted(ordered, keys), max(ordered.size - 1, 0))
+    hit = ordered[at] == keys
+    known = np.zeros(seq.size, dtype=bool)
+    value = np.zeros(seq.size, dtype=bool)
+    rows = order[at[hit]]
+    known[rows] = True
+    value[rows] = np.asarray(labels["label"].to_numpy(zero_copy_only=False), dtype=bool)[hit]
+    return pa.array(value, mask=~known)

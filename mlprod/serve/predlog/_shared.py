@@ -66,13 +66,19 @@ MONITOR_ROWS_SCHEMA = pa.schema(
         ("features", pa.string()),
     ]
 )
-# What ``monitor_labels()`` returns: labels in the order they were stored (``feedback_id``).
+# What ``monitor_labels()`` returns: labels in the order they were stored (``feedback_id``),
+# each with its prediction's position in the log (``seq``), model version and time, so that
+# monitoring finds the window a label belongs to without searching its archive.
 MONITOR_LABELS_SCHEMA = pa.schema(
     [
         ("feedback_id", pa.int64()),
         ("prediction_id", pa.string()),
         ("label", pa.bool_()),
         ("observed_at", pa.timestamp("us")),
+        ("seq", pa.int64()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("prediction_time", pa.timestamp("us")),
     ]
 )
 _MONITOR_COLUMNS = (

@@ -83,8 +83,10 @@ _SETTLE_SECONDS = 5.0
 _PG_MONITOR_ROWS = f"""SELECT seq, {_MONITOR_COLUMNS.replace("features", "features::text")}
 FROM {{p}} WHERE seq > %s AND predicted_at <= (now() AT TIME ZONE 'UTC') - make_interval(secs => %s)
 ORDER BY seq LIMIT %s"""
-_PG_MONITOR_LABELS = """SELECT feedback_id, prediction_id, label, observed_at FROM {f}
-WHERE feedback_id > %s ORDER BY feedback_id LIMIT %s"""
+_PG_MONITOR_LABELS = """SELECT f.feedback_id, f.prediction_id, f.label, f.observed_at, p.seq,
+    p.model_name, p.model_version, p.prediction_time
+FROM {f} AS f JOIN {p} AS p ON p.prediction_id = f.prediction_id
+WHERE f.feedback_id > %s ORDER BY f.feedback_id LIMIT %s"""
 _PG_INSERT = (
     f"INSERT INTO {{p}} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, "
     "%s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s)"

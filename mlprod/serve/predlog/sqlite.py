@@ -262,12 +262,14 @@ class SqlitePredictionLog:
 
     def monitor_labels(self, after: int, limit: int) -> pa.Table:
         query = (
-            f"SELECT feedback_id, prediction_id, label, observed_at FROM {FEEDBACK} "
-            "WHERE feedback_id > ? ORDER BY feedback_id LIMIT ?"
+            "SELECT f.feedback_id, f.prediction_id, f.label, f.observed_at, p.rowid, "
+            f"p.model_name, p.model_version, p.prediction_time FROM {FEEDBACK} AS f "
+            f"JOIN {PREDICTIONS} AS p ON p.prediction_id = f.prediction_id "
+            "WHERE f.feedback_id > ? ORDER BY f.feedback_id LIMIT ?"
         )
         with self._errors("reading"):
             rows = self._conns.get().execute(query, (after, limit)).fetchall()
-        return _columns(rows, MONITOR_LABELS_SCHEMA, times=(3,), flags=(2,))
+        return _columns(rows, MONITOR_LABELS_SCHEMA, times=(3, 7), flags=(2,))
 
     def ping(self) -> None:
         with self._errors("reading"):
