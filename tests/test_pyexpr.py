@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-import time
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -476,20 +475,3 @@ def test_unsupported_constructs(text: str) -> None:
 
 
 # --- 4. how fast ----------------------------------------------------------------------------
-
-
-def test_per_call_time(capsys: pytest.CaptureFixture[str]) -> None:
-    config = yaml.safe_load((FLIGHTS_EXAMPLE / "mlprod.yaml").read_text())
-    band = next(f["expr"] for f in config["features"] if f["name"] == "distance_band")
-    row = {"hour": 10, "minute": 35, "distance": 1200}
-    lines = []
-    for text in ("hour * 60 + minute", band):
-        fn = compile_row_function(parse_expression(text, "x"))
-        calls = 100_000
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn(row)
-        per_call = (time.perf_counter() - start) / calls * 1e6
-        lines.append(f"{per_call:.2f} µs per call: {text}")
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
