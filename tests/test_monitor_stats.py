@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 from mlprod.artefact.reference import reference_statistics
 from mlprod.monitor import drift, estimate, performance, quality
 from mlprod.monitor.reference import CategoricalReference, NumericReference, ReferenceProfile
+from mlprod.monitor.summarise import summarise
 from mlprod.monitor.summary import (
     LATENCY_BUCKETS_MS,
     SCORE_BINS,
@@ -525,3 +526,35 @@ def test_drift_on_real_flights(flights: dict[str, Any]) -> None:
         [shares.get(c, 0.0) for c in levels], [july.levels.get(c, 0) for c in levels], base=2
     )
     assert drift.jensen_shannon(shares, july.levels) == pytest.approx(expected, abs=1e-12)
+
+
+def test_window_histograms_equal_numpy_on_awkward_floats() -> None:
+    """Signed zeros, infinities, subnormals and NaN of either sign (x86 makes 0/0 a negative
+    NaN) land where ``np.searchsorted`` on the floats puts them; NaN counts as null."""
+    rng = np.random.default_rng(11)
+    reference = reference_of(rng.normal(0, 5, 5_000))
+    negative_nan = -np.abs(np.float64(np.nan))
+    odd = [0.0, -0.0, np.inf, -np.inf, 5e-324, -5e-324, np.nan, negative_nan, 1e150, -1e150]
+    values = np.concatenate([rng.normal(0, 5, 2_000), odd, reference.edges])
+    rng.shuffle(values)
+    window = rng.integers(0, 3, values.size)
+    rows = pa.table(
+        {
+            "seq": np.arange(values.size),
+            "score": rng.random(values.size),
+            "decision": rng.random(values.size) < 0.5,
+            "served": np.ones(values.size, dtype=bool),
+            "latency_ms": rng.random(values.size),
+            "label": pa.nulls(values.size, pa.bool_()),
+            "features": pa.StructArray.from_arrays([pa.array(values)], names=["x"]),
+        }
+    )
+    profile = ReferenceProfile(rows=5_000, features={"x": reference}, score=None)
+    for g, summary in enumerate(summarise(rows, window, profile)):
+        mine = values[window == g]
+        expected = numeric_summary(reference, mine)
+        got = summary.features["x"]
+        assert got.bins.tolist() == expected.bins.tolist()
+        assert (got.count, got.nulls, got.below, got.above) == (
+            expected.count, expected.nulls, expected.below, expected.above,
+        )  # fmt: skip

