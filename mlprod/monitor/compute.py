@@ -20,7 +20,6 @@ from mlprod.monitor.summary import (
     CategoricalSummary,
     NumericSummary,
     WindowSummary,
-    dense,
 )
 from mlprod.monitor.values import MODEL, MetricValue, WindowKey
 from mlprod.monitor.windows import Window
@@ -96,7 +95,7 @@ def _model_metrics(
         return MetricValue(key, metric, MODEL, _number(number), _number(lower), _number(upper))
 
     rows = summary.rows
-    scores = dense(summary.score_bins)
+    scores = summary.score_bins
     p10, p50, p90 = performance.percentiles(scores, [0.1, 0.5, 0.9])
     decision_rate = summary.decisions / rows if rows else None
     reference_rate = profile.reference.score.decision_rate if profile.reference.score else None
@@ -120,8 +119,8 @@ def _model_metrics(
     score_reference = profile.reference.score
     if score_reference is not None and rows:
         live = np.bincount(
-            profile.score_bin_of_fine_bin,  # type: ignore[arg-type]
-            weights=scores,
+            profile.score_bin_of_fine_bin[scores.index],  # type: ignore[index]
+            weights=scores.count,
             minlength=score_reference.edges.size + 1,
         )
         values.append(
@@ -136,7 +135,7 @@ def _model_metrics(
         values.append(value("positive_rate", labels.positives / labels.count))
         mean, low, high = performance.log_loss(labels, LEVEL)
         values.append(value("log_loss", mean, low, high))
-        positives, negatives = dense(labels.positive_bins), dense(labels.negative_bins)
+        positives, negatives = labels.positive_bins, labels.negative_bins
         values.append(
             value("calibration_error", performance.calibration_error(positives, negatives))
         )

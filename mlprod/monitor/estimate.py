@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from mlprod.evaluate._ranks import auc_from_counts
 from mlprod.monitor.performance import z_value
+from mlprod.monitor.summary import SparseCounts, occupied
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -32,7 +33,7 @@ _NORMAL_FROM = 4.0
 
 
 def estimated_auc(
-    score_counts: ArrayLike, draws: int = 200, seed: int = 0, level: float = 0.95
+    score_counts: SparseCounts | ArrayLike, draws: int = 200, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float]:
     """Expected AUC of a window from its fine score bin counts, and ``level`` bounds.
 
@@ -57,7 +58,7 @@ def estimated_auc(
 
 
 def estimated_auc_normal(
-    score_counts: ArrayLike, level: float = 0.95
+    score_counts: SparseCounts | ArrayLike, level: float = 0.95
 ) -> tuple[float, float, float]:
     """The same estimate with normal bounds from the delta method: the AUC linearised in each
     bin's positive count, whose variance is n*p*(1-p). O(bins), no drawing; within [0, 1]."""
@@ -80,11 +81,10 @@ def estimated_auc_normal(
     return estimate, max(0.0, estimate - half), min(1.0, estimate + half)
 
 
-def _occupied(score_counts: ArrayLike) -> tuple[IntArray, FloatArray, FloatArray]:
+def _occupied(score_counts: SparseCounts | ArrayLike) -> tuple[IntArray, FloatArray, FloatArray]:
     """The occupied fine bins, their row counts and their scores (bin centres)."""
-    counts = np.asarray(score_counts, dtype=np.float64)
-    filled = np.flatnonzero(counts)
-    return filled, counts[filled], (filled + 0.5) / counts.size
+    filled, counts, size = occupied(score_counts)
+    return filled, counts, (filled + 0.5) / size
 
 
 def _aucs(positives: FloatArray, rows: FloatArray) -> FloatArray:

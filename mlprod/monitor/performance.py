@@ -11,31 +11,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
 from mlprod.evaluate._ranks import auc_from_counts
-from mlprod.monitor.summary import LATENCY_BUCKETS_MS, LabelSummary
+from mlprod.monitor.summary import (
+    LATENCY_BUCKETS_MS,
+    LabelSummary,
+    SparseCounts,
+    aligned,
+    occupied,
+)
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+Bins = SparseCounts | ArrayLike  # counts per fine score bin, sparse or dense
 
 
-def auc(positive_bins: ArrayLike, negative_bins: ArrayLike) -> float:
-    """Area under the ROC curve from positives and negatives per score bin (dense, ascending).
+def auc(positive_bins: Bins, negative_bins: Bins) -> float:
+    """Area under the ROC curve from positives and negatives per score bin (dense, ascending,
+    or sparse).
 
     The Mann-Whitney count: each positive beats the negatives in lower bins and ties half of
     those in its own bin. On the fine score bins it is within 1e-4 of the AUC of the raw scores.
+    Bins empty in both add nothing, so only the occupied ones are counted.
     """
-    return float(
-        auc_from_counts(
-            np.asarray(positive_bins, dtype=np.float64),
-            np.asarray(negative_bins, dtype=np.float64),
-        )
-    )
+    _, positives, negatives, _ = aligned(positive_bins, negative_bins)
+    return float(auc_from_counts(positives, negatives))
 
 
 def z_value(level: float) -> float:
@@ -76,22 +80,15 @@ def log_loss(labels: LabelSummary, level: float = 0.95) -> tuple[float, float, f
     return mean, max(0.0, mean - half), mean + half
 
 
-@lru_cache(maxsize=8)
-def _groups(size: int, bins: int) -> tuple[IntArray, FloatArray]:
-    """The coarse bin of each fine bin and each fine bin's centre."""
-    fine = np.arange(size, dtype=np.int64)
-    return fine * bins // size, (fine + 0.5) / size
-
-
-def calibration_error(positive_bins: ArrayLike, negative_bins: ArrayLike, bins: int = 10) -> float:
+def calibration_error(positive_bins: Bins, negative_bins: Bins, bins: int = 10) -> float:
     """Expected calibration error: over ``bins`` equal-width score bins, the row-weighted mean
     of |mean score - positive rate|, a fine bin's score being its centre."""
-    positives = np.asarray(positive_bins, dtype=np.float64)
-    rows = positives + np.asarray(negative_bins, dtype=np.float64)
+    index, positives, negatives, size = aligned(positive_bins, negative_bins)
+    rows = positives + negatives
     total = rows.sum()
     if total <= 0:
         return math.nan
-    group, centre = _groups(rows.size, bins)
+    group, centre = index * bins // size, (index + 0.5) / size
     # n_b / N * |sum of scores_b / n_b - positives_b / n_b| = |sum of scores_b - positives_b| / N
     scores = np.bincount(group, weights=rows * centre, minlength=bins)
     hits = np.bincount(group, weights=positives, minlength=bins)
@@ -115,19 +112,17 @@ def business_value(
     return total, total - half, total + half
 
 
-def percentiles(score_bins: ArrayLike, qs: Sequence[float]) -> list[float]:
+def percentiles(score_bins: Bins, qs: Sequence[float]) -> list[float]:
     """Score quantiles (``qs`` in [0, 1]) from fine score bin counts, each bin's rows taken as
     spread evenly across it: within one bin width (1e-4) of the raw scores' quantiles."""
-    counts = np.asarray(score_bins, dtype=np.float64)
-    filled = np.flatnonzero(counts)
+    filled, held, size = occupied(score_bins)
     if filled.size == 0:
         return [math.nan] * len(qs)
-    held = counts[filled]
     cumulative = np.cumsum(held)
     position = np.asarray(qs, dtype=np.float64) * cumulative[-1]
     k = np.minimum(np.searchsorted(cumulative, position, side="left"), filled.size - 1)
     into = np.clip((position - (cumulative[k] - held[k])) / held[k], 0.0, 1.0)
-    values: list[float] = ((filled[k] + into) / counts.size).tolist()
+    values: list[float] = ((filled[k] + into) / size).tolist()
     return values
 
 

@@ -297,3 +297,27 @@ def _narrowest(array: IntArray) -> str:
 def dense(bins: SparseCounts | Mapping[int, int], size: int = SCORE_BINS) -> IntArray:
     """Sparse bin counts as a dense int64 array of ``size`` bins."""
     return SparseCounts.of(bins).dense(size)
+
+
+def occupied(bins: SparseCounts | ArrayLike) -> tuple[IntArray, NDArray[np.float64], int]:
+    """The non-empty bins of sparse or dense counts: their indices (ascending), counts and the
+    size of the grid. Metrics on fine score bins cost what the occupied bins do, not 10,000."""
+    if isinstance(bins, SparseCounts):
+        kept = bins.count > 0
+        return bins.index[kept], bins.count[kept].astype(np.float64), SCORE_BINS
+    counts = np.asarray(bins, dtype=np.float64)
+    filled = np.flatnonzero(counts)
+    return filled, counts[filled], counts.size
+
+
+def aligned(
+    a: SparseCounts | ArrayLike, b: SparseCounts | ArrayLike
+) -> tuple[IntArray, NDArray[np.float64], NDArray[np.float64], int]:
+    """Two count vectors on the bins where either is non-empty: indices, both counts, size."""
+    index_a, count_a, size = occupied(a)
+    index_b, count_b, _ = occupied(b)
+    index = np.union1d(index_a, index_b)
+    out_a, out_b = np.zeros(index.size), np.zeros(index.size)
+    out_a[np.searchsorted(index, index_a)] = count_a
+    out_b[np.searchsorted(index, index_b)] = count_b
+    return index, out_a, out_b, size
