@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property, partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 class MonitorRun:
     """What a pass found and did."""
 
-    metrics: list[MetricValue]  # every window's, by window start
+    load_metrics: Callable[[], list[MetricValue]]  # every window's, read when first asked
     windows: list[WindowKey]  # every window, by start
     fresh: list[Window]  # the windows summarised (again) in this pass, with their summaries
     closed: set[WindowKey]
@@ -49,6 +52,12 @@ class MonitorRun:
     summarised: int  # windows summarised (again) in this pass
     offline_auc: dict[str, float] = field(default_factory=dict)  # version -> test AUC
     seconds: dict[str, float] = field(default_factory=dict)  # time per step
+
+    @cached_property
+    def metrics(self) -> list[MetricValue]:
+        """Every window's metrics, by window start (a pass that changed one window reads
+        only that one's; the rest are read here, for the report, dashboard or gauges)."""
+        return self.load_metrics()
 
     def summary_line(self) -> str:
         firing_now = len(self.firing)
@@ -168,7 +177,6 @@ def run_monitor(
         timings["metrics"] = time.perf_counter() - mark
         mark = time.perf_counter()
         store.put(spec, fresh, computed)
-        metrics = store.metrics(spec)
         windows = store.keys(spec)
         timings["store"] = time.perf_counter() - mark
     finally:
@@ -180,9 +188,9 @@ def run_monitor(
     closed = _closed(windows, spec, now)
     mark = time.perf_counter()
     changed = _changed(windows, {w.key for w in fresh}, spec, now)
+    candidates = _stored_metrics(folder, spec, changed)
     alert_store = open_alert_store(project.config, project.folder)
     try:
-        candidates = [m for m in metrics if m.window in changed]
         events = evaluate(config.alerts, candidates, closed, alert_store, now=now)
         failures = send(events, config.sinks, project.folder) if send_alerts and events else []
         firing_now = firing(alert_store, config.alerts)
@@ -191,7 +199,7 @@ def run_monitor(
     timings["alerts"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
     return MonitorRun(
-        metrics=metrics,
+        load_metrics=partial(_stored_metrics, folder, spec, None),
         windows=[key for key, _ in windows],
         fresh=fresh,
         closed=closed,
@@ -203,6 +211,17 @@ def run_monitor(
         offline_auc=dict(profiles.offline_auc),
         seconds=timings,
     )
+
+
+def _stored_metrics(
+    folder: Path, spec: WindowSpec, windows: Collection[WindowKey] | None
+) -> list[MetricValue]:
+    """The metrics kept in the monitoring store (of these windows only, when given)."""
+    store = MonitorStore(folder / "windows.sqlite")
+    try:
+        return store.metrics(spec, windows=windows)
+    finally:
+        store.close()
 
 
 def _dirty(

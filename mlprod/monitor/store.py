@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,12 +86,20 @@ class MonitorStore:
                 "INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
 
-    def metrics(self, spec: WindowSpec, since: datetime | None = None) -> list[MetricValue]:
-        """Every stored metric of windows ending after ``since``, by window start."""
+    def metrics(
+        self,
+        spec: WindowSpec,
+        since: datetime | None = None,
+        windows: Collection[WindowKey] | None = None,
+    ) -> list[MetricValue]:
+        """Every stored metric of windows ending after ``since`` (and among ``windows``, when
+        given: only theirs are unpacked), by window start."""
         rows = self._select(f"{_KEY}, metric_names, metric_values", spec, since)
         out: list[MetricValue] = []
         for name, version, variant, start, end, names, values in rows:
-            out += _unpack_metrics(_key(name, version, variant, start, end), names, values)
+            key = _key(name, version, variant, start, end)
+            if windows is None or key in windows:
+                out += _unpack_metrics(key, names, values)
         return out
 
     def keys(self, spec: WindowSpec) -> list[tuple[WindowKey, int]]:
