@@ -210,10 +210,13 @@ class Project:
         return self._write_matrix(matrix, self.matrix_path), self._train(matrix, progress)
 
     def tracking_uri(self) -> str:
+        """The MLflow tracking store and registry: ``registry.tracking_uri`` (or its older
+        spelling ``train.tracking_uri``), else ``MLFLOW_TRACKING_URI``, else a SQLite store
+        inside the project store."""
+        from mlprod.project.registry import configured_tracking_uri
         from mlprod.registry.tracking import tracking_uri_for
 
-        configured = self.config.train.tracking_uri if self.config.train else None
-        return tracking_uri_for(self.store, configured)
+        return tracking_uri_for(self.store, configured_tracking_uri(self.config))
 
     @property
     def registry_name(self) -> str:

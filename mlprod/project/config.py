@@ -16,6 +16,7 @@ from mlprod.project.base import Duration, Expression, Identifier, Strict
 from mlprod.project.deploy import DeployConfig
 from mlprod.project.engine import EngineConfig
 from mlprod.project.monitoring import MonitorConfig, RetrainConfig
+from mlprod.project.registry import RegistryConfig
 from mlprod.project.serving import LogSpec, OnlineSpec, ServeConfig
 from mlprod.project.training import TrainConfig
 
@@ -271,6 +272,10 @@ class ProjectConfig(Strict):
         description="The features; one `kind: columns` entry stands for many plain ones.",
     )
     train: TrainConfig | None = Field(None, description="Training, tuning and registration.")
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig,
+        description="The MLflow tracking store and model registry (default: inside the store).",
+    )
     engine: EngineConfig = Field(
         default_factory=EngineConfig, description="Threads, memory and spill folder for builds."
     )

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from mlprod.errors import ConfigError, did_you_mean
 from mlprod.project.columns import expand_columns
 from mlprod.project.config import ProjectConfig
+from mlprod.project.registry import check_registry
 from mlprod.project.timeless import check_times
 
 CONFIG_FILE = "mlprod.yaml"
@@ -92,7 +93,8 @@ def parse_config(raw: dict[str, Any], file: str = CONFIG_FILE) -> ProjectConfig:
     """Validate a config mapping; the first problems become one :class:`ConfigError`.
 
     Then what needs the whole config: a spine without time is checked (see
-    :mod:`mlprod.project.timeless`) and ``kind: columns`` entries are expanded (see
+    :mod:`mlprod.project.timeless`), the registry's two spellings are compared (see
+    :mod:`mlprod.project.registry`) and ``kind: columns`` entries are expanded (see
     :mod:`mlprod.project.columns`).
     """
     try:
@@ -105,6 +107,7 @@ def parse_config(raw: dict[str, Any], file: str = CONFIG_FILE) -> ProjectConfig:
             lines.append(f"... and {more} more problems")
         raise ConfigError("\n".join(dict.fromkeys(lines))) from None
     check_times(config, file)  # before expanding: its messages count features as the file does
+    check_registry(config, file)
     return expand_columns(config, file)
 
 

@@ -246,7 +246,6 @@ class TrainConfig(Strict):
     registry_name: Identifier | None = Field(None, description="Defaults to the project name.")
     tracking_uri: str | None = Field(
         None,
-        description="Any MLflow tracking URI; default: a SQLite store inside the project store "
-        "(or MLFLOW_TRACKING_URI).",
+        description="The older spelling of registry.tracking_uri, still read; give one of the two.",
     )
     seed: int = 0

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlprod.registry._store import quiet_mlflow
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -63,8 +65,9 @@ def end_orphaned_runs(client: MlflowClient) -> list[str]:
             "a later mlprod command marked it KILLED"
         )
         try:
-            client.set_tag(run_id, ENDED_TAG, note)
-            client.set_terminated(run_id, status="KILLED", end_time=int(time.time() * 1000))
+            with quiet_mlflow():  # a server's run links, printed on ending a run
+                client.set_tag(run_id, ENDED_TAG, note)
+                client.set_terminated(run_id, status="KILLED", end_time=int(time.time() * 1000))
         except MlflowException:
             continue
         ended.append(run_id)

@@ -25,7 +25,12 @@ DEFAULT_LOADER = "mlprod.artefact:load_artefact"
 MODEL_NAME_IN_RUN = "model"
 
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-_PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# MLflow's switches for what it writes on its own: artifact progress bars, and the links to a
+# tracking server's pages of each run (printed to stdout, where they would break --json).
+_QUIET_VARIABLES = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 
 def client_for(uri: str) -> MlflowClient:
@@ -114,20 +119,22 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
 
 @contextmanager
 def quiet_mlflow(logger: str = "mlflow", prefixes: tuple[str, ...] = ()) -> Iterator[None]:
-    """Hide MLflow's artifact progress bars, and the lines of ``logger`` that start with
-    ``prefixes`` (a logger's filter sees only the records logged on it, so name the emitter)."""
-    saved = os.environ.get(_PROGRESS_BAR_VARIABLE)
-    os.environ[_PROGRESS_BAR_VARIABLE] = "false"
+    """Hide MLflow's artifact progress bars and its links to a server's run pages, and the
+    lines of ``logger`` that start with ``prefixes`` (a logger's filter sees only the records
+    logged on it, so name the emitter)."""
+    saved = {name: os.environ.get(name) for name in _QUIET_VARIABLES}
+    os.environ.update(_QUIET_VARIABLES)
     noise = _DropLines(prefixes)
     logging.getLogger(logger).addFilter(noise)
     try:
         yield
     finally:
         logging.getLogger(logger).removeFilter(noise)
-        if saved is None:
-            os.environ.pop(_PROGRESS_BAR_VARIABLE, None)
-        else:
-            os.environ[_PROGRESS_BAR_VARIABLE] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class _DropLines(logging.Filter):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlprod.errors import RegistryError, did_you_mean, one_of
+from mlprod.registry._cache import cached_artefact, is_local
 from mlprod.registry._lock import registry_lock
 from mlprod.registry._orphans import end_orphaned_runs
 from mlprod.registry._store import (
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 HISTORY_TAG = "mlprod.champion_history"
 TEST_FINGERPRINT_TAG = "mlprod.test_fingerprint"  # on each version: which test rows it saw
+CONTENT_HASH_TAG = "mlprod.content_hash"  # on each version: its artefact's content hash
 HISTORY_LIMIT = 100
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
@@ -80,7 +82,7 @@ def show_model(uri: str, name: str) -> dict[str, Any]:
                     "created": _timestamp(version.creation_timestamp),
                     "status": version.status,
                     "aliases": sorted(a for a, v in aliases.items() if v == number),
-                    "content_hash": (version.tags or {}).get("mlprod.content_hash"),
+                    "content_hash": (version.tags or {}).get(CONTENT_HASH_TAG),
                     "test_fingerprint": fingerprint,
                     "test_set_used_before": looks.get(fingerprint, 0) if fingerprint else None,
                     "metrics": _run_metrics(client, version.run_id),
@@ -179,34 +181,50 @@ def resolve(uri: str, name: str, alias_or_version: str | int, dst: Path | None =
     """The local artefact directory of a version, given as a number, an alias or 'latest'.
 
     From a local artifact store (the SQLite default) this is the stored directory itself, to
-    be read and never changed; from a remote one it is downloaded into ``dst`` (by default a
-    new temporary directory).
+    be read and never changed; from a remote one (an MLflow server) it is the copy in the local
+    cache (see :mod:`mlprod.registry._cache`), downloaded the first time. With ``dst`` it is
+    always downloaded, into ``dst``.
     """
+    return locate(uri, name, alias_or_version, dst).path
+
+
+def _artefact_folder(
+    client: MlflowClient, uri: str, version: ModelVersion, dst: Path | None
+) -> Path:
+    """Where the artefact of a registered version can be read: see :func:`resolve`."""
+    what = f"model '{version.name}' version {version.version}"
+    root = client.get_model_version_download_uri(version.name, str(version.version)).rstrip("/")
+    if dst is not None or is_local(root):
+        return _download(uri, root, what, dst)
+    expected = (version.tags or {}).get(CONTENT_HASH_TAG)
+    return cached_artefact(expected, lambda scratch: _download(uri, root, what, scratch), what, uri)
+
+
+def _download(uri: str, root: str, what: str, dst: Path | None) -> Path:
+    """The artefact folder among a version's model artifacts (at ``root``), downloaded into
+    ``dst``; without ``dst`` a local store's own folder."""
+    import tempfile
+
     import mlflow.artifacts
     import yaml
 
-    with _mlflow(uri, f"find '{name}' {alias_or_version}"):
-        client = _client(uri, name)
-        model = _registered_model(client, uri, name)
-        version = _version_number(client, model, alias_or_version)
-        root = client.get_model_version_download_uri(name, str(version)).rstrip("/")
-        with quiet_mlflow():
-            mlmodel = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{root}/MLmodel", tracking_uri=uri
+    with quiet_mlflow(), tempfile.TemporaryDirectory(prefix="mlprod-mlmodel-") as scratch:
+        mlmodel = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{root}/MLmodel", dst_path=scratch, tracking_uri=uri
+        )
+        flavor = yaml.safe_load(Path(mlmodel).read_text()).get("flavors", {})
+        artifacts = flavor.get("python_function", {}).get("artifacts") or {}
+        if ARTEFACT_KEY not in artifacts:
+            raise RegistryError(
+                f"{what} was not logged by mlprod: its pyfunc model has no '{ARTEFACT_KEY}' "
+                "artifact"
             )
-            flavor = yaml.safe_load(Path(mlmodel).read_text()).get("flavors", {})
-            artifacts = flavor.get("python_function", {}).get("artifacts") or {}
-            if ARTEFACT_KEY not in artifacts:
-                raise RegistryError(
-                    f"model '{name}' version {version} was not logged by mlprod: its pyfunc "
-                    f"model has no '{ARTEFACT_KEY}' artifact"
-                )
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{root}/{artifacts[ARTEFACT_KEY]['path']}",
-                dst_path=None if dst is None else str(dst),
-                tracking_uri=uri,
-            )
-        return Path(path)
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{root}/{artifacts[ARTEFACT_KEY]['path']}",
+            dst_path=None if dst is None else str(dst),
+            tracking_uri=uri,
+        )
+    return Path(path)
 
 
 # --- checks that make the messages -------------------------------------------------------------
@@ -360,10 +378,13 @@ class LocatedVersion:
     path: Path
 
 
-def locate(uri: str, name: str, alias_or_version: str | int) -> LocatedVersion:
+def locate(
+    uri: str, name: str, alias_or_version: str | int, dst: Path | None = None
+) -> LocatedVersion:
     """Like :func:`resolve`, with the version number and training run the spec stands for."""
     with _mlflow(uri, f"find '{name}' {alias_or_version}"):
         client = _client(uri, name)
-        version = _version_number(client, _registered_model(client, uri, name), alias_or_version)
-        run_id = client.get_model_version(name, str(version)).run_id or ""
-    return LocatedVersion(name, version, run_id, resolve(uri, name, version))
+        number = _version_number(client, _registered_model(client, uri, name), alias_or_version)
+        version = client.get_model_version(name, str(number))
+        path = _artefact_folder(client, uri, version, dst)
+    return LocatedVersion(name, number, version.run_id or "", path)

@@ -55,6 +55,9 @@ _NOISE = (
     "Passing a Python object as `python_model`",
     "Failed to infer model signature",
 )
+# A tracking server registers a version asynchronously, and MLflow says that it waits for it.
+_REGISTRY_LOGGER = "mlflow.store.model_registry.abstract_store"
+_REGISTRY_NOISE = ("Waiting up to",)
 
 
 # Run tags that each model version carries too (the test fingerprint: the registry counts
@@ -119,7 +122,11 @@ def log_training_run(
     with mlflow_errors(uri, f"log the training run of '{model_name}'"):
         end_orphaned_runs(client)
         experiment_id = _experiment_id(client, uri, experiment)
-        with using_tracking_uri(uri), quiet_mlflow("mlflow.pyfunc", _NOISE):
+        with (
+            using_tracking_uri(uri),
+            quiet_mlflow("mlflow.pyfunc", _NOISE),
+            quiet_mlflow(_REGISTRY_LOGGER, _REGISTRY_NOISE),
+        ):
             return _log_and_register(
                 client,
                 experiment_id,

@@ -335,10 +335,10 @@ def matrix_fingerprint(table: pa.Table) -> str:
     return digest.hexdigest()[:16]
 
 
-# Sections that say how much of the machine to use or how the model is watched, not what to
-# compute: outside the lineage, so giving a build more memory or changing an alert rule does not
-# make a model's recorded config differ.
-RESOURCES = frozenset({"engine", "online", "log", "serve", "monitor", "retrain"})
+# Sections that say how much of the machine to use, where models are kept or how the model is
+# watched, not what to compute: outside the lineage, so giving a build more memory, moving the
+# registry to a server or changing an alert rule does not make a model's recorded config differ.
+RESOURCES = frozenset({"engine", "registry", "online", "log", "serve", "monitor", "retrain"})
 
 
 def config_hash(config: ProjectConfig) -> str:
