@@ -45,12 +45,15 @@ demo: install
 	@echo "             -H 'content-type: application/json' \\"
 	@echo "             -d '{\"flight_id\": 1, \"hour\": 19, \"minute\": 0, \"year\": 2013, \"month\": 7, \"day\": 15, \"distance\": 1065, \"carrier\": \"UA\", \"origin\": \"EWR\", \"dest\": \"IAH\", \"tailnum\": \"N14228\", \"flight\": 1545}'"
 
-## Debian packages some tests drive for real: chromium (the dashboard in a browser) and
-## prometheus (promtool checks the exported alerting rules). Installed once, with apt-get.
+## Debian packages some tests drive for real: chromium (the dashboard in a browser),
+## prometheus (promtool checks the exported alerting rules and deploy/prometheus.yml) and
+## docker-compose (validates deploy/compose.yaml; no Docker daemon needed). Installed once.
+SYSTEM_DEPS := chromium prometheus docker-compose
 system-deps:
-	@command -v chromium >/dev/null && command -v promtool >/dev/null || \
-		(apt-get install -y --no-install-recommends chromium prometheus || \
-		(apt-get update && apt-get install -y --no-install-recommends chromium prometheus))
+	@command -v chromium >/dev/null && command -v promtool >/dev/null && \
+		command -v docker-compose >/dev/null || \
+		(apt-get install -y --no-install-recommends $(SYSTEM_DEPS) || \
+		(apt-get update && apt-get install -y --no-install-recommends $(SYSTEM_DEPS)))
 
 ## Lint, type-check and run the whole test suite (needs PostgreSQL; see README).
 test: install lint system-deps

@@ -208,6 +208,16 @@ def serve(
             "is replaced). Each answers /metrics for itself.",
         ),
     ] = 1,
+    graceful_timeout: Annotated[
+        int,
+        typer.Option(
+            "--graceful-timeout",
+            min=0,
+            metavar="SECONDS",
+            help="On SIGTERM or Ctrl-C, refuse new connections and let the requests in flight "
+            "finish for up to this long, then exit 0.",
+        ),
+    ] = 30,
     project: ProjectDir = Path("."),
     debug: Debug = False,
 ) -> None:
@@ -215,8 +225,7 @@ def serve(
 
     With a ``deploy:`` section (and no --model), serve its experiment: the variants by weight,
     the shadows after each answer."""
-    import uvicorn
-
+    from mlprod.serve.process import run_server
     from mlprod.serve.routing.router import RoutedService
 
     loaded = _run(debug, lambda: _load(project))
@@ -230,7 +239,7 @@ def serve(
         + (f" with {workers} workers" if workers > 1 else ""),
         highlight=False,
     )
-    run = partial(uvicorn.run, host=host, port=port, log_level="warning", access_log=False)
+    run = partial(run_server, host=host, port=port, graceful_timeout=graceful_timeout)
     if workers == 1:
         run(_app(loaded, service))
         return
@@ -239,7 +248,7 @@ def serve(
     # Every worker serves the version resolved here, even if the alias moves meanwhile; an
     # experiment's workers each resolve its references (the routing store keeps them in step).
     os.environ[_WORKER_MODEL] = "" if routed else version
-    run("mlprod.cli_deploy:worker_app", factory=True, workers=workers)
+    run("mlprod.cli_deploy:worker_app", workers=workers)
 
 
 _WORKER_PROJECT = "MLPROD_SERVE_PROJECT"

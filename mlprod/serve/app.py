@@ -45,10 +45,11 @@ from mlprod.serve.bodies import (
     read_json,
     records_of,
 )
-from mlprod.serve.contract import Prediction, ScoringService
+from mlprod.serve.contract import Prediction, Readiness, ScoringService
 from mlprod.serve.errors_http import HttpError, install_error_handlers
 from mlprod.serve.metrics import ObserveRequests, ServerMetrics
 from mlprod.serve.mlflow_protocol import csv_records, mlflow_records
+from mlprod.serve.readiness import server_readiness
 from mlprod.serve.routing.sync import RolloutGauges, Routed, RoutingSync, ServerRouting
 from mlprod.serve.v2_protocol import HEADER_LENGTH, infer_answer, model_metadata, parse_infer
 
@@ -102,7 +103,7 @@ def create_app(
     app.state.routing = sync
     install_error_handlers(app)
     app.add_middleware(ObserveRequests, metrics=metrics)
-    server = _Server(service, metrics, max_records, max_body_bytes)
+    server = _Server(service, metrics, max_records, max_body_bytes, sync)
     _add_own_routes(app, server)
     _add_mlflow_routes(app, server)
     _add_v2_routes(app, server)
@@ -132,15 +133,25 @@ def _routing_sync(
 
 
 class _Server:
-    """What every route needs: the service, the metrics and the limits."""
+    """What every route needs: the service, the metrics, the limits and the routing loop."""
 
     def __init__(
-        self, service: ScoringService, metrics: ServerMetrics, max_records: int, max_bytes: int
+        self,
+        service: ScoringService,
+        metrics: ServerMetrics,
+        max_records: int,
+        max_bytes: int,
+        routing: RoutingSync | None = None,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.max_records = max_records
         self.max_bytes = max_bytes
+        self.routing = routing
+
+    async def readiness(self) -> Readiness:
+        """Every component the server needs (in the threadpool: the checks wait on stores)."""
+        return await run_in_threadpool(server_readiness, self.service, self.routing)
 
     def predict(self, records: Sequence[dict[str, Any]], at: datetime | None) -> list[Prediction]:
         """Score on the event loop (see the module docstring); an empty batch is not sent."""
@@ -215,12 +226,12 @@ def _add_own_routes(app: FastAPI, server: _Server) -> None:
 
     @app.get(
         "/ready",
-        summary="The model, online store and prediction log can serve",
+        summary="The model, online store, prediction log (and routing store) can serve",
         response_model=docs.ReadyAnswer,
         responses={503: {"model": docs.ReadyAnswer, "description": "Not ready"}},
     )
     async def ready() -> Response:
-        readiness = await run_in_threadpool(service.readiness)
+        readiness = await server.readiness()
         server.metrics.observe_readiness(readiness)
         body = {
             "ready": readiness.ready,
@@ -238,7 +249,7 @@ def _add_own_routes(app: FastAPI, server: _Server) -> None:
         responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
     )
     async def metrics() -> Response:
-        readiness = await run_in_threadpool(service.readiness)
+        readiness = await server.readiness()
         server.metrics.observe_readiness(readiness)
         return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -309,7 +320,7 @@ def _add_v2_routes(app: FastAPI, server: _Server) -> None:
         responses={503: {"model": docs.V2Ready}},
     )
     async def v2_ready() -> Response:
-        ok = (await run_in_threadpool(service.readiness)).ready
+        ok = (await server.readiness()).ready
         return json_response({"ready": ok}, 200 if ok else 503)
 
     @app.get("/v2", summary="v2: server metadata", response_model=docs.V2ServerMetadata)
@@ -324,7 +335,7 @@ def _add_v2_routes(app: FastAPI, server: _Server) -> None:
 
     async def model_ready(name: str, version: str | None) -> Response:
         model_or_404(name, version)
-        ok = (await run_in_threadpool(service.readiness)).ready
+        ok = (await server.readiness()).ready
         return json_response({"name": name, "ready": ok}, 200 if ok else 503)
 
     async def infer(request: Request, name: str, version: str | None) -> Response:
