@@ -41,7 +41,7 @@ class Layout:
     """Rows in window order: ``order`` takes a column into it; window ``g`` is the run
     ``starts[g]:starts[g + 1]``."""
 
-    order: IntArray
+    order: IntArray | None  # None: the rows are in that order already
     ids: IntArray  # window per row, in window order
     starts: IntArray  # first row of each window
     count: int
@@ -50,8 +50,13 @@ class Layout:
     def of(cls, window: np.ndarray, seq: np.ndarray) -> Layout:
         """Rows by window, then by ``seq`` (their order in the log)."""
         ids = np.asarray(window, dtype=np.int64)
-        order = np.lexsort((np.asarray(seq, dtype=np.int64), ids))
-        ordered = ids[order]
+        seq = np.asarray(seq, dtype=np.int64)
+        if ids.size < 2 or bool(np.all(np.diff(ids) >= 0) and np.all(np.diff(seq) > 0)):
+            order = None  # in order already (time windows of a log read in order): no copies
+            ordered = ids
+        else:
+            order = np.lexsort((seq, ids))
+            ordered = ids[order]
         count = int(ordered[-1]) + 1 if ordered.size else 0
         starts = np.searchsorted(ordered, np.arange(count))
         if count and np.any(np.diff(np.append(starts, ordered.size)) == 0):
@@ -59,7 +64,7 @@ class Layout:
         return cls(order, ordered, starts, count)
 
     def take(self, values: np.ndarray) -> np.ndarray:
-        return values[self.order]
+        return values if self.order is None else values[self.order]
 
     def sum(self, values: np.ndarray) -> np.ndarray:
         return np.add.reduceat(values, self.starts) if self.count else np.zeros(0)
