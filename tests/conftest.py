@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -135,11 +136,16 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def deployed(tmp_path_factory: pytest.TempPathFactory, flights_db: Path) -> Project:
-    """The flights example trained once per session (a smaller search), registered as
-    version 1 with alias champion, and its online store materialized: what every deployment
-    test scores with."""
-    from mlprod.registry.models import promote
+def example_run(
+    tmp_path_factory: pytest.TempPathFactory, flights_db: Path
+) -> tuple[Project, dict[str, Any]]:
+    """The flights example trained once per session by ``mlprod run --json`` (a smaller
+    search: two trials, 300 boosting rounds on one thread), with the command's JSON summary:
+    version 1 in the project's own registry. test_train.py checks what the command did;
+    ``deployed`` promotes and serves the same model, so the session trains the example once."""
+    from typer.testing import CliRunner
+
+    from mlprod.cli import app
 
     folder = copy_example(tmp_path_factory.mktemp("deployed"))
     (folder / "data").mkdir()
@@ -147,10 +153,23 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, flights_db: Path) -> Proj
     config = yaml.safe_load((folder / "mlprod.yaml").read_text())
     train = config["train"]
     train["tuning"]["trials"] = 2
-    train["models"][0]["params"]["n_estimators"] = 300
+    # One thread, as the other training tests: on a busy machine LightGBM's two spinning
+    # threads take several times as long as one (the session's longest setup otherwise).
+    train["models"][0]["params"].update(n_estimators=300, num_threads=1)
     (folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    project = Project.load(folder)
-    summary = project.train()
-    promote(project.tracking_uri(), project.registry_name, summary.model_version)
+    result = CliRunner().invoke(app, ["run", "--project", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return Project.load(folder), summary
+
+
+@pytest.fixture(scope="session")
+def deployed(example_run: tuple[Project, dict[str, Any]]) -> Project:
+    """The session's trained flights example (``example_run``), version 1 with alias
+    champion, and its online store materialized: what every deployment test scores with."""
+    from mlprod.registry.models import promote
+
+    project, summary = example_run
+    promote(project.tracking_uri(), project.registry_name, summary["model_version"])
     project.materialize()
     return project

@@ -8,7 +8,6 @@ small path switched off with ``SMALL_BATCH_ROWS = 0``). Timings are printed, not
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -131,18 +130,6 @@ def arrow_path(score: Callable[[], np.ndarray], monkeypatch: pytest.MonkeyPatch)
     with monkeypatch.context() as patch:
         patch.setattr(encoders, "SMALL_BATCH_ROWS", 0)
         return score()
-
-
-def per_call(score: Callable[[], Any], calls: int) -> float:
-    """Seconds per call: the best of five rounds (the machine may be busy)."""
-    score()
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        for _ in range(calls):
-            score()
-        best = min(best, (time.perf_counter() - started) / calls)
-    return best
 
 
 @pytest.mark.parametrize("name", ["lightgbm", "logistic", "average", "stacking"])
@@ -277,23 +264,6 @@ def test_every_column_type_encodes_exactly(monkeypatch: pytest.MonkeyPatch) -> N
     assert str(small_error.value) == str(large_error.value)
     exact = pa.table({"n": pa.array([2**53], pa.int64()), "x": pa.array([1e300])})
     assert np.array_equal(encoder.transform(exact), [[2.0**53, 1e300]])
-
-
-def test_timings(
-    pipelines: dict[str, FittedPipeline], probe: pa.Table, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Per-call time of each path (printed: run with -s to see them)."""
-    big = pa.concat_tables([probe] * 200)  # 10,000 rows: the Arrow path either way
-    for name, pipeline in pipelines.items():
-        score = pipeline.predict_proba
-        timings = []
-        for rows in (1, 50):
-            table = probe.slice(0, rows)
-            small = per_call(lambda t=table, s=score: s(t), 200)
-            large = arrow_path(lambda t=table, s=score: per_call(lambda: s(t), 50), monkeypatch)
-            timings.append(f"{rows} rows {large * 1e3:.3f} -> {small * 1e3:.3f} ms")
-        batch = per_call(lambda s=score: s(big), 2)
-        print(f"\n{name:9} {'; '.join(timings)}; 10,000 rows {batch * 1e3:.1f} ms")
 
 
 def _encoders(pipeline: FittedPipeline) -> list[TabularEncoder]:

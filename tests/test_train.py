@@ -29,27 +29,11 @@ pytestmark = [
 MakeProject = Callable[[dict[str, Any]], Project]
 
 
-def small_training(config: dict[str, Any]) -> dict[str, Any]:
-    """The example's training, with a smaller search so a test takes seconds, not minutes."""
-    train = config["train"]
-    train["tuning"]["trials"] = 2
-    train["models"][0]["params"]["n_estimators"] = 300
-    return config
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, flights_db: Path) -> tuple[Project, Any]:
-    import yaml
-
-    folder = tmp_path_factory.mktemp("trained")
-    (folder / "data").mkdir()
-    (folder / "data" / "nycflights13.duckdb").symlink_to(flights_db)
-    example = Path(__file__).resolve().parent.parent / "examples" / "flights" / "mlprod.yaml"
-    config = small_training(yaml.safe_load(example.read_text()))
-    (folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    result = CliRunner().invoke(app, ["run", "--project", str(folder), "--json"])
-    assert result.exit_code == 0, result.output
-    return Project.load(folder), json.loads(result.stdout.strip().splitlines()[-1])
+def trained(example_run: tuple[Project, Any]) -> tuple[Project, Any]:
+    """The example trained by ``mlprod run --json`` (a smaller search), and its summary: the
+    session's one training of the example (conftest), which the deployment tests serve."""
+    return example_run
 
 
 def test_run_registers_a_model_that_beats_the_raw_column_baseline(

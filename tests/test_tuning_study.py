@@ -1,7 +1,8 @@
 """A tuning study is one search over one objective, and survives its process being killed.
 
 Each test trains the flights example made small (LightGBM only, a month each of training,
-validation and test rows, a handful of features and trials) in its own project folder.
+validation and test rows, a handful of features and trials) in its own project folder, on the
+flights of July to October only: the same rows and windows for those months, less to read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import copy_flights
 from optuna.trial import FrozenTrial, TrialState
 
 from mlprod import Project
@@ -26,6 +28,16 @@ pytestmark = [
 ]
 MakeProject = Callable[[dict[str, Any]], Project]
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture(scope="module")
+def flights_db(flights_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's data cut to July to October (for ``make_project``): the month before
+    training covers the longest window (7 days), and nothing after the test window is read,
+    so every row trained, validated and tested on has the features it has in the full data;
+    each training (three per test) builds and fingerprints a third of the flights."""
+    path = tmp_path_factory.mktemp("tuning") / "jul-oct.duckdb"
+    return copy_flights(flights_db, path, "month BETWEEN 7 AND 10")
 
 
 def small(config: dict[str, Any], trials: int) -> dict[str, Any]:

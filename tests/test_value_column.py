@@ -54,13 +54,13 @@ def raises(kind: type[MlprodError], message: str) -> Any:
 
 def small(config: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
     """The example with a few features, three months to train one LightGBM on without tuning,
-    and per-row values."""
+    and per-row values (on one thread: on a busy machine LightGBM's two spinning threads take
+    several times as long)."""
     config["features"] = [f for f in config["features"] if f["name"] in FEATURES]
     train = config["train"]
     train["split"]["train_start"] = "2013-06-01"
-    train["models"] = [
-        {"kind": "lightgbm", "params": {"learning_rate": 0.1, "n_estimators": 100}},
-    ]
+    params = {"learning_rate": 0.1, "n_estimators": 100, "num_threads": 1}
+    train["models"] = [{"kind": "lightgbm", "params": params}]
     train["tuning"] = {"trials": 1}
     train.pop("ensemble")
     # Isotonic scores take few distinct values, so every threshold can be priced by brute force.
