@@ -1,6 +1,6 @@
 """Benchmark: mlprod's REST server against its speed limit and its peer, and batch scoring.
 
-Five servers run on loopback, one after another, each as a subprocess and measured the same way:
+These servers run on loopback, one after another, each as a subprocess and measured the same way:
 
 1. **mlprod**: ``mlprod serve --model NAME@ALIAS``, sent ``POST /predict?at=2013-07-15T17:00:00``
    with one real record of the request fields (the first spine row whose prediction time is
@@ -23,6 +23,13 @@ Five servers run on loopback, one after another, each as a subprocess and measur
    ``--model`` answering with ``--challenger`` as a shadow scored after the answer. The
    challenger defaults to the model itself, which measures what routing and shadowing cost;
    name another version to include its own cost. Reported as ratios to mlprod's figures.
+5. **mlprod --workers 1** and **--workers 2** (issue 13): the mlprod server with ``--workers N``
+   (uvicorn's supervisor and N processes sharing the port), throughput only, at each of
+   ``--worker-connections`` (16 and 32: where one worker is saturated, and beyond), the two
+   servers taking turns for ``--worker-rounds`` rounds (best of each kept). Target:
+   2 workers >= 1.6x one. On 2 cores the load generator and any other work compete with the
+   workers, so each run also reports the cores busy with the server (each worker), the load
+   generator itself (reaped child processes' CPU) and the rest of the machine.
 
 For each server: a warm-up, then sequential latency (p50, p99) over ``--requests`` requests
 through one keep-alive ``http.client.HTTPConnection`` (the cheapest Python client), then
@@ -42,7 +49,7 @@ project's prediction log (the in-process breakdown's rows have source ``bench``)
 Run ``.venv/bin/python bench/serve.py [--project DIR]`` (``make bench`` runs it; default
 ``examples/flights`` after ``make demo``). The table is printed and written to
 ``bench/RESULTS.md`` under "## Serving (bench/serve.py)" (replaced on a rerun; ``--no-write``
-to skip).
+to skip; ``--workers-only`` runs only 5. and prints it, ``--no-workers`` skips it).
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ import multiprocessing
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -67,11 +75,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import partial
 from importlib.metadata import version as package_version
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +118,7 @@ TARGETS = {
     "batch": "scoring step >= 80% of raw predict",
     "experiment": "50/50 experiment p50 <= 1.1x single model",
     "shadow": "with a shadow p99 <= 1.3x single model",
+    "workers": "2 workers >= 1.6x one",
 }
 
 
@@ -282,11 +292,19 @@ class Load:
     failed: int
     p50_ms: float | None = None
     p99_ms: float | None = None
-    cpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the server's process tree
+    client_cpu_seconds: float = 0.0  # the load generator's (it shares the cores)
+    machine_cpu_seconds: float = 0.0  # every process on the machine, busy (not idle or iowait)
+    seconds: float = 0.0  # wall time of the run
+    worker_cpu_seconds: list[float] = field(default_factory=list)  # each server process's
 
     @property
     def cpu_ms_per_request(self) -> float:
         return self.cpu_seconds / max(self.requests, 1) * 1e3
+
+    def cores(self, cpu_seconds: float) -> float:
+        """CPU seconds over the run's wall time: how many cores that work kept busy."""
+        return cpu_seconds / max(self.seconds, 1e-9)
 
 
 @dataclass
@@ -387,21 +405,58 @@ def sequential(port: int, path: str, body: bytes, n: int, warmup: int) -> list[f
     return timings
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its descendants (uvicorn's workers)."""
+def tree_cpu(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of a process and of each of its descendants (uvicorn's
+    workers), by pid."""
     try:
         root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
+        return {}
+    found: dict[int, float] = {}
     for process in processes:
         try:
             times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
-    return total
+        found[process.pid] = times.user + times.system
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants, together."""
+    return sum(tree_cpu(pid).values())
+
+
+def spawned_workers(pid: int) -> list[int]:
+    """The worker processes uvicorn's supervisor spawned (not multiprocessing's resource
+    tracker, its other child); none for a server of one process."""
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if any("spawn_main" in part for part in child.cmdline()):
+                found.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's children that have exited and been reaped: wrk, or the
+    Python load generator's pool (the servers, still running, are not counted yet)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine, summed over its cores (other work, and time the
+    hypervisor stole, included)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 _WRK_PERCENTILE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
@@ -488,6 +543,41 @@ def python_load(port: int, path: str, body: bytes, connections: int, seconds: fl
     )
 
 
+def throughput(
+    server: Server, pid: int, port: int, connections: int, seconds: float, args: argparse.Namespace
+) -> Load:
+    """Load at ``connections`` for ``seconds`` (wrk, or the Python fallback), with the CPU
+    seconds that the server's process tree, the load generator and the machine spent meanwhile."""
+    server_before, client_before = tree_cpu(pid), children_cpu_seconds()
+    machine_before, started = machine_cpu_seconds(), time.perf_counter()
+    if shutil.which("wrk") and not args.python_load:
+        load = wrk_load(port, server.path, server.body, connections, seconds, args.tmp)
+    else:
+        load = python_load(port, server.path, server.body, connections, seconds)
+    load.seconds = time.perf_counter() - started
+    load.machine_cpu_seconds = machine_cpu_seconds() - machine_before
+    load.client_cpu_seconds = children_cpu_seconds() - client_before
+    spent = {p: cpu - server_before.get(p, 0.0) for p, cpu in tree_cpu(pid).items()}
+    load.cpu_seconds = sum(spent.values())
+    workers = spawned_workers(pid)
+    load.worker_cpu_seconds = sorted((spent.get(p, 0.0) for p in workers), reverse=True)
+    return load
+
+
+def check_answer(server: Server, port: int) -> float:
+    """The server's score of the record, which must be the expected one."""
+    status, answer = call(port, "POST", server.path, server.body)
+    if status != 200:
+        raise SystemExit(f"{server.name}: POST {server.path} answered {status}: {answer!r}")
+    score = server.score_of(json.loads(answer))
+    if abs(score - server.expected) > SAME_SCORE:
+        raise SystemExit(
+            f"{server.name} answered {score!r}, expected {server.expected!r} (within "
+            f"{SAME_SCORE}): not the same model, or not the same features"
+        )
+    return score
+
+
 def measure(server: Server, args: argparse.Namespace, tmp: Path) -> Measured:
     """Start one server, check its answer, time it sequentially, then under load."""
     port = free_port()
@@ -495,22 +585,9 @@ def measure(server: Server, args: argparse.Namespace, tmp: Path) -> Measured:
     started = time.perf_counter()
     with running(server, port, tmp / f"{server.name}.log") as pid:
         startup = time.perf_counter() - started
-        status, answer = call(port, "POST", server.path, server.body)
-        if status != 200:
-            raise SystemExit(f"{server.name}: POST {server.path} answered {status}: {answer!r}")
-        score = server.score_of(json.loads(answer))
-        if abs(score - server.expected) > SAME_SCORE:
-            raise SystemExit(
-                f"{server.name} answered {score!r}, expected {server.expected!r} (within "
-                f"{SAME_SCORE}): not the same model, or not the same features"
-            )
+        score = check_answer(server, port)
         latencies = sequential(port, server.path, server.body, args.requests, args.warmup)
-        before = tree_cpu_seconds(pid)
-        if shutil.which("wrk") and not args.python_load:
-            load = wrk_load(port, server.path, server.body, args.connections, args.seconds, tmp)
-        else:
-            load = python_load(port, server.path, server.body, args.connections, args.seconds)
-        load.cpu_seconds = tree_cpu_seconds(pid) - before
+        load = throughput(server, pid, port, args.connections, args.seconds, args)
     measured = Measured(server.name, score, startup, latencies, load)
     print(
         f"{server.name}: ready in {startup:.1f} s; p50 {measured.percentile(50):.2f} ms, "
@@ -528,25 +605,13 @@ def servers(inputs: Inputs, project: Project, args: argparse.Namespace) -> list[
     booster_file, row_file = tmp / "booster.txt", tmp / "row.json"
     member.estimator.save_model(str(booster_file), num_iteration=member.best_iteration)
     row_file.write_text(json.dumps(inputs.encoded_row))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = server_env()
     record = json.dumps(inputs.record).encode()
     deployment = inputs.deployment
     mlflow_env = {**env, "MLFLOW_TRACKING_URI": project.tracking_uri()}
     mlflow_env.pop("MLFLOW_MODELS_WORKERS", None)
     return [
-        Server(
-            "mlprod",
-            [
-                *(sys.executable, "-c", MLPROD_CLI, "serve", "--project", str(project.folder)),
-                *("--model", args.model, "--port", "{port}"),
-            ],
-            env,
-            "/health",
-            f"/predict?at={AT.isoformat()}",
-            record,
-            lambda answer: float(answer["predictions"][0]["score"]),
-            inputs.score,
-        ),
+        mlprod_server(inputs, project, args),
         *routed_servers(inputs, project, args, env),
         Server(
             "bare",
@@ -576,6 +641,30 @@ def servers(inputs: Inputs, project: Project, args: argparse.Namespace) -> list[
             inputs.score,
         ),
     ]
+
+
+def server_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def mlprod_server(
+    inputs: Inputs, project: Project, args: argparse.Namespace, workers: int | None = None
+) -> Server:
+    """``mlprod serve --model``, as it runs by default or with ``--workers``."""
+    return Server(
+        "mlprod" if workers is None else f"mlprod --workers {workers}",
+        [
+            *(sys.executable, "-c", MLPROD_CLI, "serve", "--project", str(project.folder)),
+            *("--model", args.model, "--port", "{port}"),
+            *(() if workers is None else ("--workers", str(workers))),
+        ],
+        server_env(),
+        "/health",
+        f"/predict?at={AT.isoformat()}",
+        json.dumps(inputs.record).encode(),
+        lambda answer: float(answer["predictions"][0]["score"]),
+        inputs.score,
+    )
 
 
 def routed_servers(
@@ -628,6 +717,110 @@ def control_score(expected: float, answer: Any) -> float:
     """The score of an answer of the control; a challenger's (another model) counts as right."""
     prediction = answer["predictions"][0]
     return float(prediction["score"]) if prediction["variant"] == "control" else expected
+
+
+# --- several workers ---------------------------------------------------------------------------
+
+
+@dataclass
+class WorkersRun:
+    workers: int
+    connections: int
+    load: Load  # the best of the rounds
+    errors: int  # in all rounds
+
+
+def measure_workers(inputs: Inputs, project: Project, args: argparse.Namespace) -> list[WorkersRun]:
+    """``mlprod serve --workers 1`` and ``--workers 2`` both started, each answer checked and
+    each given a warm-up load (the health route answers once one worker is up; the other may
+    still be loading); then they take turns at each of ``--worker-connections`` for
+    ``--worker-rounds`` rounds, so that a busy moment of the shared machine does not fall on
+    one of them only, and the best round of each is kept (the idle server costs nothing)."""
+    connections = args.worker_connections
+    best: dict[tuple[int, int], Load] = {}
+    errors: dict[tuple[int, int], int] = {}
+    with ExitStack() as stack:
+        started = []
+        for workers in (1, 2):
+            server, port = mlprod_server(inputs, project, args, workers), free_port()
+            print(f"{server.name}: starting", flush=True)
+            log = args.tmp / f"workers-{workers}.log"
+            pid = stack.enter_context(running(server, port, log))
+            check_answer(server, port)
+            throughput(server, pid, port, max(connections), args.worker_warmup, args)
+            started.append((workers, server, pid, port))
+        for round_ in range(1, args.worker_rounds + 1):
+            for (workers, server, pid, port), count in product(started, connections):
+                load = throughput(server, pid, port, count, args.seconds, args)
+                key = (workers, count)
+                errors[key] = errors.get(key, 0) + load.failed
+                if key not in best or load.requests_per_second > best[key].requests_per_second:
+                    best[key] = load
+                print(
+                    f"round {round_}, {server.name}, {count} connections: "
+                    f"{load.requests_per_second:,.0f} req/s ({load.failed} failed), "
+                    f"{load.cpu_ms_per_request:.2f} ms CPU/request; cores busy: server "
+                    f"{load.cores(load.cpu_seconds):.2f}, load generator "
+                    f"{load.cores(load.client_cpu_seconds):.2f}, machine "
+                    f"{load.cores(load.machine_cpu_seconds):.2f}",
+                    flush=True,
+                )
+    return [WorkersRun(w, c, load, errors[w, c]) for (w, c), load in sorted(best.items())]
+
+
+def worker_ratios(runs: list[WorkersRun]) -> dict[int, float]:
+    """2 workers' req/s over 1 worker's, by connection count."""
+    rate = {(r.workers, r.connections): r.load.requests_per_second for r in runs}
+    return {c: rate[2, c] / rate[1, c] for w, c in rate if w == 1 and (2, c) in rate}
+
+
+def workers_target(runs: list[WorkersRun]) -> str:
+    """The target's row, judged at the most connections (where both are saturated)."""
+    ratios = worker_ratios(runs)
+    most = max(ratios)
+    measured = ", ".join(f"{ratios[c]:.2f}x at {c} connections" for c in ratios)
+    return f"| {TARGETS['workers']} | {measured} | {verdict(ratios[most] >= 1.6)} |"
+
+
+def workers_lines(args: argparse.Namespace, runs: list[WorkersRun]) -> list[str]:
+    cores = os.cpu_count() or 1
+    tool = runs[0].load.tool
+    if tool == "wrk":
+        tool = f"wrk -t1 -d{args.seconds:g}s --timeout 10s"
+    ratios = worker_ratios(runs)
+    lines = [
+        "",
+        "### Several workers: `mlprod serve --workers 1` and `--workers 2`",
+        "",
+        f"The mlprod server above (same project, model, record), with `--workers N`: both "
+        f"started, each answer checked, {args.worker_warmup:g} s of warm-up load on each, then "
+        f"{args.seconds:g} s at each connection count with {tool}, the two taking turns for "
+        f"{args.worker_rounds} rounds; the best round of each is shown (errors: all rounds). "
+        "Cores busy: CPU seconds over that run's wall time, "
+        f"out of {cores}: the server's process tree (in brackets, each worker; the rest is "
+        "uvicorn's supervisor and multiprocessing's resource tracker), the load generator "
+        "itself (it competes for the same cores), and the rest of the machine (other work on "
+        "it, and this benchmark's process).",
+        "",
+        "| workers | connections | req/s | vs 1 worker | under load p50 / p99 ms "
+        "| server CPU ms/req | cores busy: server | load generator | rest of the machine "
+        "| idle | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        load = run.load
+        server, client = load.cores(load.cpu_seconds), load.cores(load.client_cpu_seconds)
+        machine = load.cores(load.machine_cpu_seconds)
+        each = " + ".join(f"{load.cores(s):.2f}" for s in load.worker_cpu_seconds)
+        versus = "1.00x" if run.workers == 1 else f"{ratios[run.connections]:.2f}x"
+        lines.append(
+            f"| {run.workers} | {run.connections} | {load.requests_per_second:,.0f} | {versus} "
+            f"| {_ms(load.p50_ms)} / {_ms(load.p99_ms)} | {load.cpu_ms_per_request:.2f} "
+            f"| {server:.2f}" + (f" ({each})" if run.workers > 1 else "") + f" | {client:.2f} "
+            f"| {max(machine - server - client, 0.0):.2f} | {max(cores - machine, 0.0):.2f} "
+            f"| {run.errors} |"
+        )
+    return lines
 
 
 # --- batch scoring -----------------------------------------------------------------------------
@@ -784,6 +977,7 @@ def report(
     results: dict[str, Measured],
     steps: dict[str, float],
     batch: BatchResult | None,
+    workers: list[WorkersRun],
     load: str,
     seconds: float,
 ) -> str:
@@ -860,6 +1054,8 @@ def report(
             f"| {TARGETS['batch']} | {batch.ratio:.0%} of raw predict's rows/s "
             f"| {verdict(batch.ratio >= 0.8)} |"
         )
+    if workers:
+        lines.append(workers_target(workers))
     experiment, shadow = results.get("mlprod experiment"), results.get("mlprod shadow")
     if experiment is not None and shadow is not None:
         p50 = experiment.percentile(50) / mlprod.percentile(50)
@@ -880,6 +1076,8 @@ def report(
                 for m in (experiment, shadow)
             ],
         ]
+    if workers:
+        lines += workers_lines(args, workers)
     total = sum(steps[k] for k in ("parse", "features", "score", "log"))
     names = {
         "parse": "parse and check the record (`service.parser.parse`)",
@@ -946,6 +1144,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="batch: best of this many")
     parser.add_argument("--mlflow-workers", type=int, default=1, help="MLflow's default: 1")
     parser.add_argument("--python-load", action="store_true", help="not wrk, even if present")
+    parser.add_argument(
+        "--worker-connections", type=int, nargs="+", default=[16, 32], help="--workers 1 and 2"
+    )
+    parser.add_argument("--worker-warmup", type=float, default=5.0, help="seconds of load")
+    parser.add_argument("--worker-rounds", type=int, default=2, help="--workers 1 and 2: best of")
+    parser.add_argument("--no-workers", action="store_true", help="skip --workers 1 and 2")
+    parser.add_argument(
+        "--workers-only", action="store_true", help="only --workers 1 and 2; print, do not write"
+    )
     parser.add_argument("--no-batch", action="store_true", help="skip batch scoring")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     args = parser.parse_args()
@@ -957,6 +1164,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="mlprod-serve-bench-") as folder:
             args.tmp = tmp = Path(folder)
             inputs = prepare(project, args.model, AT, tmp)
+            if args.workers_only:
+                runs = measure_workers(inputs, project, args)
+                print("\n".join([workers_target(runs), *workers_lines(args, runs)]))
+                return
             service = project.service(args.model)
             try:
                 print(f"in process: {args.steps:,} calls of the service's steps", flush=True)
@@ -965,10 +1176,12 @@ def main() -> None:
                 service.store.close()
                 service.log.close()
             results = {s.name: measure(s, args, tmp) for s in servers(inputs, project, args)}
+            workers = [] if args.no_workers else measure_workers(inputs, project, args)
             batch = None if args.no_batch else batch_scoring(inputs, args.repeat, tmp)
     except MlprodError as exc:
         raise SystemExit(f"error: {exc}") from None
-    text = report(args, inputs, results, steps, batch, load.finish(), time.perf_counter() - began)
+    seconds = time.perf_counter() - began
+    text = report(args, inputs, results, steps, batch, workers, load.finish(), seconds)
     print()
     print(text)
     if not args.no_write:
