@@ -547,10 +547,11 @@ def test_window_histograms_equal_numpy_on_awkward_floats() -> None:
             "served": np.ones(values.size, dtype=bool),
             "latency_ms": rng.random(values.size),
             "label": pa.nulls(values.size, pa.bool_()),
-            "features": pa.StructArray.from_arrays([pa.array(values)], names=["x"]),
+            "features": pa.StructArray.from_arrays([pa.array(values)], names=["labels"]),
         }
     )
-    profile = ReferenceProfile(rows=5_000, features={"x": reference}, score=None)
+    # A feature may be named like a part of the summary (here "labels").
+    profile = ReferenceProfile(rows=5_000, features={"labels": reference}, score=None)
     summaries = summarise(rows, window, profile)
     # Rows that come in window order already skip the reordering: the same summaries.
     order = np.argsort(window, kind="stable")
@@ -558,7 +559,7 @@ def test_window_histograms_equal_numpy_on_awkward_floats() -> None:
     for g, summary in enumerate(summaries):
         mine = values[window == g]
         expected = numeric_summary(reference, mine)
-        got = summary.features["x"]
+        got = summary.features["labels"]
         assert got.bins.tolist() == expected.bins.tolist()
         assert (got.count, got.nulls, got.below, got.above) == (
             expected.count, expected.nulls, expected.below, expected.above,

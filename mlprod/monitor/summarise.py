@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -75,8 +74,8 @@ class Layout:
         return flat.reshape(self.count, size)
 
     def sparse(self, codes: np.ndarray, size: int) -> tuple[IntArray, IntArray, IntArray]:
-        """The distinct (window, code) pairs of the rows, as window, code and their first row's
-        position among the pairs (``np.unique`` on ``window * size + code``)."""
+        """The distinct (window, code) pairs of the rows, ascending, as their window and code,
+        and each row's pair (``np.unique`` of ``window * size + code``)."""
         keys, inverse = np.unique(self.ids * size + codes, return_inverse=True)
         return keys // size, keys % size, inverse
 
@@ -90,18 +89,18 @@ def summarise(rows: pa.Table, window: np.ndarray, profile: ReferenceProfile) -> 
     decision = layout.take(_flags(rows["decision"]))
     known = layout.take(np.asarray(rows["label"].is_valid().to_numpy(zero_copy_only=False), bool))
     label = layout.take(_flags(rows["label"]))
-    latency = layout.take(_floats(rows["latency_ms"]))
-    jobs: dict[str, Callable[[], Any]] = {
-        "scores": lambda: _score_bins(layout, score, known & label, known & ~label),
-        "labels": lambda: _labels(layout, score, decision, known, label),
-        "latency": lambda: _latency(layout, latency),
-    }
-    for name, column, reference in _feature_columns(rows, profile):
-        jobs[name] = _feature_job(layout, column, reference)
+    latency_ms = layout.take(_floats(rows["latency_ms"]))
+    columns = _feature_columns(rows, profile)
     with ThreadPoolExecutor(_THREADS) as pool:
-        futures = {key: pool.submit(job) for key, job in jobs.items()}
-        done = {key: future.result() for key, future in futures.items()}
-    scores, labels, latency = done.pop("scores"), done.pop("labels"), done.pop("latency")
+        scores_job = pool.submit(_score_bins, layout, score, known & label, known & ~label)
+        labels_job = pool.submit(_labels, layout, score, decision, known, label)
+        latency_job = pool.submit(_latency, layout, latency_ms)
+        feature_jobs = {
+            name: pool.submit(_feature_job(layout, column, reference))
+            for name, column, reference in columns
+        }
+        scores, labels, latency = scores_job.result(), labels_job.result(), latency_job.result()
+        done = {name: job.result() for name, job in feature_jobs.items()}
     sizes = np.diff(np.append(layout.starts, layout.ids.size))
     served = layout.sum(layout.take(_flags(rows["served"])).astype(np.int64))
     decisions = layout.sum(decision.astype(np.int64))
