@@ -170,7 +170,9 @@ def server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 )
             try:
                 uri = f"http://127.0.0.1:{port}"
-                _wait_until_healthy(process, uri, log)
+                _wait_until_answers(
+                    process, f"{uri}/health", log, SERVER_START_SECONDS, "mlflow server"
+                )
                 yield Server(uri, root / "artifacts", database)
             finally:
                 _stop(process)
@@ -178,18 +180,21 @@ def server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
-def _wait_until_healthy(process: subprocess.Popen[bytes], uri: str, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
+def _wait_until_answers(
+    process: subprocess.Popen[bytes], url: str, log: Path, seconds: float, what: str
+) -> None:
+    """Until ``url`` answers 200; fails if the process exits first or time runs out."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"mlflow server exited with {process.returncode}:\n{log.read_text()}")
+            pytest.fail(f"{what} exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.3)
-    pytest.fail(f"mlflow server did not answer /health in {SERVER_START_SECONDS} s")
+    pytest.fail(f"{what} did not answer {url} in {seconds:.0f} s")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -382,16 +387,7 @@ def test_serve_loads_the_champion_from_the_server(
         )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert serve.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "mlprod serve did not become ready in 120 s"
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        _wait_until_answers(serve, f"{base}/ready", log, 120, "mlprod serve")
         answer = httpx.post(f"{base}/predict", params={"at": AT}, json=RECORD, timeout=30)
         assert answer.status_code == 200, answer.text
         prediction = answer.json()["predictions"][0]

@@ -16,10 +16,9 @@ from typing import Any
 import httpx
 import pytest
 from test_serve_durability import AT, RECORD, _port
-from test_serve_workers import _wait_for, _workers
+from test_serve_workers import _wait_for, _workers, assert_logged
 
 from mlprod import Project
-from mlprod.serve.predlog import SqlitePredictionLog
 
 CLIENTS = 12
 BATCH = 1000  # the project's serve.max_records: a request that takes a worker a while
@@ -112,10 +111,4 @@ def test_sigterm_refuses_new_connections_and_drains_the_requests_in_flight(
     assert statuses == [200] * CLIENTS, [o.text[:300] for o in outcomes.values()]
     answered = [p["prediction_id"] for o in outcomes.values() for p in o.json()["predictions"]]
     assert len(set(answered)) == CLIENTS * BATCH
-    predictions = SqlitePredictionLog(deployed.folder / ".mlprod" / "predictions.sqlite")
-    try:
-        logged = set(predictions.predictions().column("prediction_id").to_pylist())
-    finally:
-        predictions.close()
-    missing = [pid for pid in answered if pid not in logged]
-    assert not missing, f"{len(missing)} acknowledged predictions are not in the log"
+    assert_logged(deployed, answered)

@@ -33,6 +33,17 @@ def _workers(server: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return workers
 
 
+def assert_logged(project: Project, answered: list[str]) -> None:
+    """Every acknowledged prediction is in the project's prediction log."""
+    predictions = SqlitePredictionLog(project.folder / ".mlprod" / "predictions.sqlite")
+    try:
+        logged = set(predictions.predictions().column("prediction_id").to_pylist())
+    finally:
+        predictions.close()
+    missing = [pid for pid in answered if pid not in logged]
+    assert not missing, f"{len(missing)} acknowledged predictions are not in the log"
+
+
 def _wait_for(condition: object, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -99,10 +110,4 @@ def test_workers_share_the_port_and_a_killed_worker_is_replaced(
     assert server.returncode == 0, log.read_text()
     psutil.wait_procs(workers, timeout=10)
     assert not any(w.is_running() for w in workers), "workers outlived the server"
-    predictions = SqlitePredictionLog(deployed.folder / ".mlprod" / "predictions.sqlite")
-    try:
-        logged = set(predictions.predictions().column("prediction_id").to_pylist())
-    finally:
-        predictions.close()
-    missing = [pid for pid in answered if pid not in logged]
-    assert not missing, f"{len(missing)} acknowledged predictions are not in the log"
+    assert_logged(deployed, answered)
