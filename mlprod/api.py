@@ -26,6 +26,7 @@ from mlprod.features.graph import FeatureGraph
 from mlprod.features.typecheck import check_types
 from mlprod.progress import NO_PROGRESS, ProgressCallback
 from mlprod.project.config import ProjectConfig
+from mlprod.project.engine import EngineKind
 from mlprod.project.loading import load_config
 
 if TYPE_CHECKING:  # Arrow, the matrix builder and the deployment stack: imported when used
@@ -155,12 +156,18 @@ class Project:
 
         return matrix_path(self.store)
 
-    def feature_sql(self, name: str | None = None, as_of: datetime | None = None) -> str:
-        """The SQL that computes one feature (with what it depends on), or all of them."""
+    def feature_sql(
+        self,
+        name: str | None = None,
+        as_of: datetime | None = None,
+        engine: EngineKind | None = None,
+    ) -> str:
+        """The SQL that computes one feature (with what it depends on), or all of them, for
+        ``engine`` (default: the project's)."""
         training = TrainingEvents(self.graph, self.values)
-        return MatrixCompiler(self.graph).sql(
-            as_of or FAR_FUTURE, [name] if name else None, training
-        )
+        names = [name] if name else None
+        kind = engine or self.config.engine.kind
+        return MatrixCompiler(self.graph).sql(as_of or FAR_FUTURE, names, training, kind)
 
     def build_matrix(
         self,

@@ -9,9 +9,12 @@ with tests/reference.py.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -29,13 +32,25 @@ from reference import (
 from mlprod import sqlparts as sql
 from mlprod.data.online_store import MemoryOnlineStore
 from mlprod.data.sources import connect
-from mlprod.features.compiler import MatrixCompiler
+from mlprod.features.compiler import MatrixCompiler, StagedQuery
 from mlprod.features.graph import FeatureGraph
 from mlprod.features.ingest import declare, ingest_rows
 from mlprod.features.matrix import run_staged
 from mlprod.features.online import OnlineFeatures
+from mlprod.features.pushdown import run_stages as postgres_stages
+from mlprod.features.spark import read_matrix
+from mlprod.features.spark import run_stages as spark_stages
+from mlprod.features.spark import session as spark_session
+from mlprod.project.engine import EngineConfig
 from mlprod.project.loading import parse_config
 
+POSTGRES_URL = os.environ.get(
+    "MLPROD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+# Tiny tables: one shuffle partition per stage keeps a query to about a second.
+SPARK_ENGINE = EngineConfig(
+    kind="spark", master="local[2]", conf={"spark.sql.shuffle.partitions": "1"}
+)
 US = timedelta(microseconds=1)
 MINUTE = timedelta(minutes=1)
 BASE = datetime(2024, 3, 1, 12, 0)
@@ -163,6 +178,8 @@ class Scenario:
 
 
 ENGINES = ("batch", "online")
+# The same plan on the other engines: Spark in local mode and inside the real PostgreSQL.
+OTHER_ENGINES = ("spark", "postgres")
 
 
 def engine_matrix(
@@ -177,7 +194,8 @@ def engine_matrix(
 
     ``batch`` compiles the features and runs the query in stages, as a build does; ``online``
     fills an in-memory online store from the same tables and evaluates each event as a live
-    request at its own prediction time, as the REST server does.
+    request at its own prediction time, as the REST server does; ``spark`` and ``postgres`` run
+    the plan written for those engines on the same tables, handed over as a build does.
     """
     config = parse_config(
         {
@@ -189,6 +207,12 @@ def engine_matrix(
     )
     graph = FeatureGraph.build(config)
     compiler = MatrixCompiler(graph)
+    if engine in OTHER_ENGINES:
+        tables = _tables(events, rows, dim)
+        query = compiler.staged_query(as_of, engine=engine)
+        run = _on_spark if engine == "spark" else _in_postgres
+        matrix = run(tables, query)
+        return matrix.column_names, matrix.to_pylist()
     con = connect()
     try:
         con.register("ev", pa.Table.from_pylist(list(events), schema=SPINE_SCHEMA))
@@ -202,6 +226,48 @@ def engine_matrix(
     finally:
         con.close()
     return matrix.column_names, matrix.to_pylist()
+
+
+def _tables(events: Sequence[Row], rows: Sequence[Row], dim: Sequence[Row]) -> dict[str, pa.Table]:
+    table = pa.Table.from_pylist(list(rows), schema=ROWS_SCHEMA)
+    return {
+        "ev": pa.Table.from_pylist(list(events), schema=SPINE_SCHEMA),
+        "dim": pa.Table.from_pylist(list(dim), schema=DIM_SCHEMA),
+        **dict.fromkeys(TIMED_SOURCES, table),
+    }
+
+
+def _on_spark(tables: dict[str, pa.Table], query: StagedQuery) -> pa.Table:
+    """The plan on the shared local Spark session, the tables handed over through Arrow."""
+    spark = spark_session(SPARK_ENGINE)
+    for name, table in tables.items():
+        spark.createDataFrame(table, schema=_spark_schema(table.schema)).createOrReplaceTempView(
+            name
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "matrix.parquet"
+        spark_stages(spark, query, output)
+        return read_matrix(output)
+
+
+def _spark_schema(schema: pa.Schema) -> Any:
+    """Arrow's schema for Spark (an empty table carries no types Spark could infer)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+def _in_postgres(tables: dict[str, pa.Table], query: StagedQuery) -> pa.Table:
+    """The plan inside the real PostgreSQL, the tables loaded as temporary tables."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(POSTGRES_URL) as conn, conn.cursor() as cursor:
+        try:
+            for name, table in tables.items():
+                cursor.adbc_ingest(name, table, mode="create", temporary=True)
+            return postgres_stages(cursor, query)[0]
+        finally:
+            conn.rollback()
 
 
 def _online_matrix(

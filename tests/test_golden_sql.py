@@ -1,4 +1,5 @@
-"""The compiled SQL of representative features, kept readable in golden files.
+"""The compiled SQL of representative features, kept readable in golden files: DuckDB's
+in golden/, Spark's and PostgreSQL's in golden/spark/ and golden/postgres/.
 
 A change to the compiler shows up here as a diff a reviewer can read. To accept new output:
 ``MLPROD_UPDATE_GOLDEN=1 pytest tests/test_golden_sql.py``.
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mlprod import Project
+from mlprod.features.dialects import ENGINES, Engine
 
 GOLDEN = Path(__file__).parent / "golden"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flights"
@@ -28,10 +30,13 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flights"
         "origin_delayed_carriers_3h",
     ],
 )
-def test_compiled_sql_matches_golden_file(feature: str) -> None:
-    sql = Project.load(EXAMPLE).feature_sql(feature) + "\n"
-    path = GOLDEN / f"{feature}.sql"
+@pytest.mark.parametrize("engine", ENGINES)
+def test_compiled_sql_matches_golden_file(feature: str, engine: Engine) -> None:
+    sql = Project.load(EXAMPLE).feature_sql(feature, engine=engine) + "\n"
+    folder = GOLDEN if engine == "duckdb" else GOLDEN / engine
+    path = folder / f"{feature}.sql"
     if os.environ.get("MLPROD_UPDATE_GOLDEN"):
+        folder.mkdir(exist_ok=True)
         path.write_text(sql)
     assert path.exists(), f"no golden file {path.name}; run with MLPROD_UPDATE_GOLDEN=1"
     assert sql == path.read_text()

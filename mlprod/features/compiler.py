@@ -23,8 +23,9 @@ from sqlglot import exp
 
 from mlprod import sqlparts as sql
 from mlprod.features.aggregates import AggregateGroup, aggregate_groups
+from mlprod.features.dialects import Engine, for_engine, render
 from mlprod.features.events import Events, TrainingEvents
-from mlprod.features.expressions import DIALECT, rewrite_columns
+from mlprod.features.expressions import rewrite_columns
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.project.config import AsofFeature, ExprFeature, LookupFeature
 
@@ -151,9 +152,12 @@ class MatrixCompiler:
         spine keys, ``prediction_time``, the events' carried columns, then the features."""
         return self._build(events, names)[0]
 
-    def staged(self, events: Events, names: list[str] | None = None) -> StagedQuery:
-        """The same query in stages (see :class:`StagedQuery`)."""
-        return staged(*self._build(events, names))
+    def staged(
+        self, events: Events, names: list[str] | None = None, engine: Engine = "duckdb"
+    ) -> StagedQuery:
+        """The same query in stages (see :class:`StagedQuery`), for ``engine``."""
+        query, tables = self._build(events, names)
+        return staged(for_engine(query, engine), tables)
 
     def training_query(
         self,
@@ -171,9 +175,10 @@ class MatrixCompiler:
         as_of: datetime,
         names: list[str] | None = None,
         training: TrainingEvents | None = None,
+        engine: Engine = "duckdb",
     ) -> StagedQuery:
-        """The training query in stages (see :class:`StagedQuery`)."""
-        return self.staged(self.training_events(as_of, names, training), names)
+        """The training query in stages (see :class:`StagedQuery`), for ``engine``."""
+        return self.staged(self.training_events(as_of, names, training), names, engine)
 
     def training_events(
         self, as_of: datetime, names: list[str] | None, training: TrainingEvents | None = None
@@ -191,9 +196,10 @@ class MatrixCompiler:
         as_of: datetime,
         names: list[str] | None = None,
         training: TrainingEvents | None = None,
+        engine: Engine = "duckdb",
     ) -> str:
         query = self.training_query(as_of, names, training)
-        return query.sql(dialect=DIALECT, pretty=True, identify=True)
+        return render(for_engine(query, engine), engine, pretty=True)
 
     # --- stages ------------------------------------------------------------------------
 

@@ -35,6 +35,8 @@ from mlprod.features.compiler import MatrixCompiler, StagedQuery
 from mlprod.features.events import TrainingEvents
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
+from mlprod.features.pushdown import run_in_postgres
+from mlprod.features.spark import run_on_spark
 from mlprod.features.typecheck import check_types, duckdb_message
 from mlprod.progress import NO_PROGRESS, ProgressCallback, ProgressTask
 from mlprod.project.config import ExprFeature, LookupFeature, ProjectConfig
@@ -133,9 +135,16 @@ def build_matrix(
         compiler = MatrixCompiler(graph)
         events = _event_counts(con, training, as_of)
         try:
-            query = compiler.staged_query(as_of, wanted, training)
+            kind = config.engine.kind
+            query = compiler.staged_query(as_of, wanted, training, kind)
             prepared = StepTime("sources, checks, compile", time.perf_counter() - started, (), True)
-            run = run_staged(con, query, progress)
+            if kind == "spark":
+                output = folder / config.store / "spark" / "matrix.parquet"
+                run = run_on_spark(con, folder, config, needed, query, output, progress)
+            elif kind == "postgres":
+                run = run_in_postgres(config, needed, query, progress)
+            else:
+                run = run_staged(con, query, progress)
         except duckdb.OutOfMemoryException as exc:
             raise FeatureError(_out_of_memory(config, exc)) from None
         except duckdb.Error as exc:  # data-dependent failures, e.g. a cast of a bad value

@@ -1,17 +1,19 @@
-"""The ``engine:`` section of mlprod.yaml: how much of the machine a feature build may use.
+"""The ``engine:`` section of mlprod.yaml: where features are computed, and with how much.
 
-DuckDB takes every core and up to 80% of the RAM by default, and spills what does not fit
-into ``.tmp`` under the current folder. A shared machine, a container with a memory cap or a
-larger-than-RAM build needs the three set: threads, a memory limit, and a spill folder on a
-disk with room.
+``kind`` picks the engine: DuckDB (embedded, the default), Spark (``master`` and ``conf`` as
+for ``spark-submit``) or PostgreSQL (push-down: the features are computed inside the database
+that holds the sources). DuckDB takes every core and up to 80% of the RAM by default, and
+spills what does not fit into ``.tmp`` under the current folder. A shared machine, a
+container with a memory cap or a larger-than-RAM build needs the three set: threads, a memory
+limit, and a spill folder on a disk with room.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
 from mlprod.errors import did_you_mean
 from mlprod.project.base import Strict
@@ -67,8 +69,26 @@ Size = Annotated[
 ]
 
 
+EngineKind = Literal["duckdb", "spark", "postgres"]
+
+
 class EngineConfig(Strict):
-    """Limits for DuckDB while it builds features (defaults: DuckDB's own)."""
+    """The engine that builds features, and DuckDB's limits (defaults: DuckDB's own)."""
+
+    kind: EngineKind = Field(
+        "duckdb",
+        description="duckdb (embedded), spark (a Spark cluster or local Spark) or postgres "
+        "(computed inside the PostgreSQL database that holds every source).",
+    )
+    master: str | None = Field(
+        None,
+        description='Spark only: the master URL, e.g. "local[2]", "spark://host:7077", "yarn" '
+        '(default "local[*]").',
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Spark only: Spark settings, e.g. {spark.executor.memory: 4g}.",
+    )
 
     threads: int | None = Field(None, ge=1, description="Threads to use (default: every core).")
     memory_limit: Size | None = Field(
@@ -79,3 +99,12 @@ class EngineConfig(Strict):
         None,
         description="Folder for spilled data, relative to the project (default: <store>/spill).",
     )
+
+    @model_validator(mode="after")
+    def _spark_settings_for_spark(self) -> EngineConfig:
+        if self.kind != "spark" and (self.master is not None or self.conf):
+            raise ValueError(
+                f"master and conf are Spark settings; engine kind is {self.kind} "
+                "(write kind: spark to use them)"
+            )
+        return self

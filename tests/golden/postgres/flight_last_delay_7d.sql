@@ -1,0 +1,169 @@
+WITH "__spine" AS MATERIALIZED (
+  SELECT
+    ROW_NUMBER() OVER () AS "__row",
+    "flight_id",
+    "carrier",
+    "flight",
+    CAST((
+      "time_hour" + (
+        "minute"
+      ) * INTERVAL '1 MINUTE' - INTERVAL '2 HOUR'
+    ) AS TIMESTAMP) AS "__t",
+    (
+      "dep_delay" IS NULL OR "dep_delay" >= 15
+    ) AS "__label",
+    CAST((
+      "time_hour" + (
+        "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+      ) * INTERVAL '1 MINUTE'
+    ) AS TIMESTAMP) AS "__label_at"
+  FROM "flights"
+  WHERE
+    (
+      NOT CAST((
+        "time_hour" + (
+          "minute"
+        ) * INTERVAL '1 MINUTE' - INTERVAL '2 HOUR'
+      ) AS TIMESTAMP) IS NULL
+    )
+    AND (
+      NOT (
+        "dep_delay" IS NULL OR "dep_delay" >= 15
+      ) IS NULL
+    )
+    AND (
+      CAST((
+        "time_hour" + (
+          "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+        ) * INTERVAL '1 MINUTE'
+      ) AS TIMESTAMP) < CAST('9999-01-01 00:00:00' AS TIMESTAMP)
+    )
+), "__agg_0_last0" AS (
+  SELECT
+    "__k0",
+    "__k1",
+    "__at",
+    MAX("__v") AS "__v"
+  FROM (
+    SELECT
+      "carrier" AS "__k0",
+      "flight" AS "__k1",
+      CAST((
+        "time_hour" + (
+          "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+        ) * INTERVAL '1 MINUTE'
+      ) AS TIMESTAMP) AS "__at",
+      "dep_delay" AS "__v"
+    FROM "flights"
+    WHERE
+      (
+        (
+          NOT CAST((
+            "time_hour" + (
+              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+            ) * INTERVAL '1 MINUTE'
+          ) AS TIMESTAMP) IS NULL
+          AND NOT "carrier" IS NULL
+        )
+        AND NOT "flight" IS NULL
+      )
+      AND NOT "dep_delay" IS NULL
+  ) AS "__rows"
+  GROUP BY
+    "__k0",
+    "__k1",
+    "__at"
+), "__level_1" AS MATERIALIZED (
+  SELECT
+    "__p".*,
+    "__p"."carrier" AS "__f_carrier"
+  FROM "__spine" AS "__p"
+), "__agg_0_probe_2" AS (
+  SELECT
+    "__p"."__row",
+    CASE
+      WHEN "__agg_0_last0_0___level_1"."__at" >= "__p"."__t" - INTERVAL '7 DAY'
+      THEN "__agg_0_last0_0___level_1"."__v"
+    END AS "__f_flight_last_delay_7d"
+  FROM (
+    SELECT
+      "__row",
+      "__t",
+      "__f_carrier",
+      "flight"
+    FROM "__level_1"
+  ) AS "__p"
+  LEFT JOIN (
+    SELECT
+      "__row",
+      "__m"
+    FROM (
+      SELECT
+        "__row",
+        "__side",
+        MAX(CASE WHEN "__side" = 1 THEN "__at" END) OVER (
+          PARTITION BY "__e0", "__e1"
+          ORDER BY "__at", "__side"
+          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+        ) AS "__m"
+      FROM (
+        SELECT
+          "__p"."__row" AS "__row",
+          "__p"."__f_carrier" AS "__e0",
+          "__p"."flight" AS "__e1",
+          "__p"."__t" AS "__at",
+          0 AS "__side"
+        FROM (
+          SELECT
+            "__row",
+            "__t",
+            "__f_carrier",
+            "flight"
+          FROM "__level_1"
+        ) AS "__p"
+        UNION ALL
+        SELECT
+          CAST(NULL AS BIGINT) AS "__row",
+          "__k0" AS "__e0",
+          "__k1" AS "__e1",
+          "__at" AS "__at",
+          1 AS "__side"
+        FROM "__agg_0_last0"
+        WHERE
+          NOT "__k0" IS NULL AND NOT "__k1" IS NULL
+      ) AS "__stream"
+    ) AS "__marked"
+    WHERE
+      "__side" = 0
+  ) AS "__agg_0_last0_0___level_1__match"
+    ON "__agg_0_last0_0___level_1__match"."__row" = "__p"."__row"
+  LEFT JOIN "__agg_0_last0" AS "__agg_0_last0_0___level_1"
+    ON (
+      "__agg_0_last0_0___level_1"."__k0" = "__p"."__f_carrier"
+    )
+    AND (
+      "__agg_0_last0_0___level_1"."__k1" = "__p"."flight"
+    )
+    AND (
+      "__agg_0_last0_0___level_1"."__at" = "__agg_0_last0_0___level_1__match"."__m"
+    )
+), "__level_2" AS MATERIALIZED (
+  SELECT
+    "__p".*,
+    "__agg_0_probe_2"."__f_flight_last_delay_7d"
+  FROM "__level_1" AS "__p"
+  LEFT JOIN "__agg_0_probe_2"
+    ON "__agg_0_probe_2"."__row" = "__p"."__row"
+)
+SELECT
+  "flight_id",
+  "__t" AS "prediction_time",
+  "__label" AS "label",
+  "__label_at" AS "label_available_at",
+  "__f_carrier" AS "carrier",
+  "__f_flight_last_delay_7d" AS "flight_last_delay_7d"
+FROM "__level_2"
+ORDER BY
+  "__t",
+  "flight_id",
+  "__row"

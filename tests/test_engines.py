@@ -1,0 +1,176 @@
+"""The same flights project on DuckDB, Spark (local) and inside PostgreSQL: the same matrix.
+
+One month of flights (with the full weather, planes and airports tables) is built three
+ways: DuckDB from the example's DuckDB file; Spark with only ``engine: {kind: spark}`` added
+(the DuckDB file handed over through Arrow) and again from Parquet files Spark reads itself;
+PostgreSQL with the tables loaded into a schema of the real server and the features computed
+inside it. Every column must match DuckDB's: floats to 1e-9 relative, NULLs in the same places.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import adbc_driver_postgresql.dbapi as pg
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import copy_flights
+
+from mlprod import Project
+from mlprod.data.postgres import write_table
+from mlprod.errors import FeatureError
+
+AS_OF = datetime(2013, 2, 1)
+TABLES = ("flights", "weather", "planes", "airports")
+
+
+@pytest.fixture(scope="module")
+def january_db(flights_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("january") / "nycflights13.duckdb"
+    return copy_flights(flights_db, path, "month = 1")
+
+
+@pytest.fixture(scope="module")
+def january_schema(january_db: Path, postgres_url: str) -> Iterator[str]:
+    """The January tables in a fresh schema of the real PostgreSQL, dropped at the end."""
+    schema = f"mlprod_engines_{uuid.uuid4().hex[:10]}"
+    _execute(postgres_url, f'CREATE SCHEMA "{schema}"')
+    try:
+        with duckdb.connect(str(january_db), read_only=True) as con:
+            for table in TABLES:
+                write_table(postgres_url, schema, table, con.table(table).to_arrow_table())
+        yield schema
+    finally:
+        _execute(postgres_url, f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _execute(url: str, statement: str) -> None:
+    with pg.connect(url) as conn, conn.cursor() as cursor:
+        cursor.execute(statement)
+        conn.commit()
+
+
+@pytest.fixture(scope="module")
+def project_at(
+    january_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, Callable[[dict[str, Any]], None]], Project]:
+    """A project named ``name`` over the January data, its config changed by ``edit``."""
+    from conftest import FLIGHTS_EXAMPLE
+
+    def make(name: str, edit: Callable[[dict[str, Any]], None]) -> Project:
+        config: dict[str, Any] = yaml.safe_load((FLIGHTS_EXAMPLE / "mlprod.yaml").read_text())
+        config.pop("example_data")
+        edit(config)
+        folder = tmp_path_factory.mktemp(name)
+        (folder / "data").mkdir()
+        (folder / "data" / "nycflights13.duckdb").symlink_to(january_db)
+        (folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        return Project.load(folder)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def duckdb_matrix(project_at: Callable[..., Project]) -> pa.Table:
+    return project_at("duckdb", lambda config: None).build_features(AS_OF)
+
+
+def _spark(config: dict[str, Any]) -> None:
+    config["engine"] = {"kind": "spark", "master": "local[2]"}
+
+
+def assert_same_matrix(got: pa.Table, want: pa.Table) -> None:
+    """Same columns, types, rows and order; NULLs in the same places; floats to 1e-9."""
+    assert got.column_names == want.column_names
+    assert got.num_rows == want.num_rows > 20_000
+    for name in want.column_names:
+        a, b = got.column(name), want.column(name)
+        assert a.type == b.type, f"column {name}: {a.type}, DuckDB has {b.type}"
+        nulls = np.asarray(a.is_null()), np.asarray(b.is_null())
+        assert (nulls[0] == nulls[1]).all(), f"column {name}: NULLs in other places"
+        if pa.types.is_floating(b.type):
+            x = a.to_numpy(zero_copy_only=False)
+            y = b.to_numpy(zero_copy_only=False)
+            kept = ~nulls[1]
+            np.testing.assert_allclose(x[kept], y[kept], rtol=1e-9, atol=0, err_msg=name)
+        else:
+            assert a.equals(b), f"column {name} differs"
+
+
+@pytest.mark.spark
+def test_spark_builds_the_same_matrix_from_the_duckdb_file(
+    project_at: Callable[..., Project], duckdb_matrix: pa.Table
+) -> None:
+    """The example unchanged but for the engine line: its DuckDB file goes over Arrow."""
+    project = project_at("spark", _spark)
+    matrix = project.build_matrix(AS_OF)
+    assert_same_matrix(matrix.table, duckdb_matrix)
+    written = project.store / "spark" / "matrix.parquet"
+    assert sorted(p.name for p in written.glob("*.parquet"))  # written by Spark itself
+    assert matrix.steps[1].step == "sources to Spark"
+
+
+@pytest.mark.spark
+def test_spark_reads_parquet_sources_itself(
+    project_at: Callable[..., Project], january_db: Path, duckdb_matrix: pa.Table
+) -> None:
+    def parquet_sources(config: dict[str, Any]) -> None:
+        _spark(config)
+        for name, source in config["sources"].items():
+            source["from"] = {"kind": "parquet", "path": f"data/{name}.parquet"}
+
+    project = project_at("spark-parquet", parquet_sources)
+    with duckdb.connect(str(january_db), read_only=True) as con:
+        for table in TABLES:
+            pq.write_table(
+                con.table(table).to_arrow_table(), project.folder / f"data/{table}.parquet"
+            )
+    assert_same_matrix(project.build_features(AS_OF), duckdb_matrix)
+
+
+@pytest.mark.postgres
+def test_postgres_computes_the_same_matrix_inside_the_database(
+    project_at: Callable[..., Project],
+    january_schema: str,
+    postgres_url: str,
+    duckdb_matrix: pa.Table,
+) -> None:
+    def in_postgres(config: dict[str, Any]) -> None:
+        config["engine"] = {"kind": "postgres"}
+        for source in config["sources"].values():
+            table = source["from"]["table"]
+            source["from"] = {
+                "kind": "postgres",
+                "url": postgres_url,
+                "schema": january_schema,
+                "table": table,
+            }
+
+    assert_same_matrix(project_at("postgres", in_postgres).build_features(AS_OF), duckdb_matrix)
+
+
+def test_postgres_engine_needs_every_source_in_postgres(
+    project_at: Callable[..., Project],
+) -> None:
+    project = project_at(
+        "postgres-mixed", lambda config: config.update(engine={"kind": "postgres"})
+    )
+    with pytest.raises(FeatureError, match="source 'flights' is duckdb, not a PostgreSQL table"):
+        project.build_features(AS_OF)
+
+
+def test_spark_settings_need_the_spark_engine(
+    project_at: Callable[..., Project],
+) -> None:
+    from mlprod.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="master and conf are Spark settings"):
+        project_at("bad", lambda config: config.update(engine={"master": "local[2]"}))
