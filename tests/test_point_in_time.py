@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pit_engine import (
@@ -295,3 +296,33 @@ def test_aggregates_match_reference(scenario: Scenario) -> None:
 @given(scenarios(partial(asof_features, together=True), max_features=4))
 def test_asof_features_match_reference(scenario: Scenario) -> None:
     assert_matches_reference(scenario)
+
+
+# --- the same properties on Spark (local) and inside PostgreSQL ------------------------------
+# Fewer examples: an example there is many queries of a second or so (Spark) or a tenth
+# (PostgreSQL). MLPROD_PIT_ENGINE_EXAMPLES=200 searches deeper.
+ENGINE_SETTINGS = settings(
+    PROPERTY_SETTINGS, max_examples=int(os.environ.get("MLPROD_PIT_ENGINE_EXAMPLES", "8"))
+)
+
+
+@pytest.mark.spark
+@ENGINE_SETTINGS
+@given(scenarios(any_feature, max_features=8))
+def test_spark_matches_reference(scenario: Scenario) -> None:
+    assert_matches_reference(scenario, engines=("spark",))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "kinds",
+    [any_feature, aggregate_features, partial(asof_features, together=True)],
+    ids=["any", "aggregates", "asof"],
+)
+@settings(ENGINE_SETTINGS, max_examples=ENGINE_SETTINGS.max_examples * 3)
+@given(data=st.data())
+def test_postgres_matches_reference(
+    kinds: Callable[[str], st.SearchStrategy[tuple[dict[str, Any], RefFeature]]],
+    data: st.DataObject,
+) -> None:
+    assert_matches_reference(data.draw(scenarios(kinds, max_features=7)), engines=("postgres",))

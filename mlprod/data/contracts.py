@@ -76,6 +76,14 @@ def profile_and_check(
     The same scan fingerprints each column: the sum of its values' hashes, which does not
     depend on the order DuckDB reads rows in and costs little beside the counts.
     """
+    cursor = con.execute(profile_query(name, source).sql("duckdb", identify=True))
+    row = cursor.fetchall()[0]
+    result = dict(zip([d[0] for d in cursor.description or []], row, strict=True))
+    return judge_profile(name, source, types, result)
+
+
+def profile_query(name: str, source: SourceConfig) -> exp.Select:
+    """The one scan of :func:`profile_and_check`, over the source's view ``name``."""
     columns = list(source.columns)
     select = exp.select(
         sql.alias(exp.Count(this=exp.Star()), "__rows"),
@@ -99,16 +107,21 @@ def profile_and_check(
                     exp.func("min", sql.case_when(outside.copy(), sql.col(column))), f"__example{i}"
                 ),
             )
-    cursor = con.execute(select.from_(sql.table(name)).sql("duckdb", identify=True))
-    row = cursor.fetchall()[0]
-    result = dict(zip([d[0] for d in cursor.description or []], row, strict=True))
-    rows = int(result["__rows"])
+    return select.from_(sql.table(name))
+
+
+def judge_profile(
+    name: str, source: SourceConfig, types: dict[str, str], result: dict[str, object]
+) -> SourceProfile:
+    """Raise on a broken promise of the contract; else the source's profile."""
+    columns = list(source.columns)
+    rows = int(result["__rows"])  # type: ignore[call-overload]
     if rows == 0:
         raise SourceError(f"source '{name}' is empty: {describe_location(source)} has 0 rows")
     null_rates: dict[str, float] = {}
     for i, column in enumerate(columns):
         contract = source.columns[column]
-        nulls = int(result[f"__nulls{i}"])
+        nulls = int(result[f"__nulls{i}"] or 0)  # type: ignore[call-overload]
         rate = nulls / rows
         null_rates[column] = rate
         if nulls and not contract.nullable:
@@ -122,7 +135,7 @@ def profile_and_check(
                 f"rows), above its max_null_rate of {contract.max_null_rate:.2%} "
                 "(an upstream change?)"
             )
-        n_outside = int(result.get(f"__outside{i}") or 0)
+        n_outside = int(result.get(f"__outside{i}") or 0)  # type: ignore[call-overload]
         if contract.categories is not None and n_outside:
             example = ("" if n_outside == 1 else "e.g. ") + f"'{result[f'__example{i}']}'"
             raise ContractError(

@@ -262,6 +262,8 @@ def _functions(query: exp.Expr, engine: Engine) -> None:
 def _function(node: exp.Expr, engine: Engine) -> exp.Expr | None:
     if isinstance(node, exp.Anonymous):
         return _anonymous(node, engine)
+    if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.INT128:
+        return exp.DataType.build("numeric" if engine == "postgres" else "decimal(38, 0)")
     handler = _HANDLERS.get(type(node))
     return handler(node, engine) if handler is not None else None
 
@@ -278,6 +280,11 @@ def _anonymous(node: exp.Anonymous, engine: Engine) -> exp.Expr:
         else:
             one = exp.Interval(this=exp.Literal.string("1"), unit=exp.Var(this=unit))
         return exp.Mul(this=exp.paren(args[0]), expression=one)
+    if name == "hash" and engine == "postgres":  # fingerprints: any stable 64-bit hash
+        row = exp.cast(exp.Tuple(expressions=list(args)), exp.DataType.Type.TEXT)
+        if len(args) == 1:
+            row = exp.cast(args[0], exp.DataType.Type.TEXT)
+        return exp.Anonymous(this="hashtextextended", expressions=[row, exp.Literal.number(0)])
     if name in {"monotonically_increasing_id"}:
         return node
     raise FeatureError(

@@ -13,10 +13,11 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from mlprod.features.compiler import MatrixCompiler, StagedQuery
 from mlprod.features.events import TrainingEvents
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
-from mlprod.features.pushdown import run_in_postgres
+from mlprod.features.pushdown import PostgresBuild
 from mlprod.features.spark import run_on_spark
 from mlprod.features.typecheck import check_types, duckdb_message
 from mlprod.progress import NO_PROGRESS, ProgressCallback, ProgressTask
@@ -118,42 +119,52 @@ def build_matrix(
     needed = list(dict.fromkeys([config.spine.source, *read]))
     training = TrainingEvents(graph, values or {})
     check_types(graph, training, folder)
-    spill = spill_directory(folder, config)
-    spill.parent.mkdir(parents=True, exist_ok=True)  # DuckDB makes the folder, not its parents
-    con = connect(config.engine, spill)
-    try:
-        task = progress.start("reading sources", total=len(needed))
-        profiles: dict[str, SourceProfile] = {}
-        for name in needed:
-            task.update(description=f"reading source {name}")
-            profiles[name] = open_source(con, folder, config, name)
-            check_null_rate_jump(folder / config.store, profiles[name], config.sources[name])
-            task.advance()
-        task.finish("sources read and checked")
-        _check_lookups_unique(con, nodes)
-        _check_spine_keys_unique(con, graph)
-        compiler = MatrixCompiler(graph)
-        events = _event_counts(con, training, as_of)
+    kind = config.engine.kind
+    with ExitStack() as stack:
+        con: duckdb.DuckDBPyConnection | None = None
+        pg: PostgresBuild | None = None
+        if kind == "postgres":  # everything inside the database: no rows leave it
+            pg = stack.enter_context(PostgresBuild(config, needed))
+            fetch: Fetch = pg.fetch
+            read_source: Callable[[str], SourceProfile] = pg.profile
+        else:
+            spill = spill_directory(folder, config)
+            spill.parent.mkdir(parents=True, exist_ok=True)  # DuckDB makes only the last folder
+            con = stack.enter_context(connect(config.engine, spill))
+            fetch = partial(_duckdb_fetch, con)
+            read_source = partial(open_source, con, folder, config)
         try:
-            kind = config.engine.kind
+            task = progress.start("reading sources", total=len(needed))
+            profiles: dict[str, SourceProfile] = {}
+            for name in needed:
+                task.update(description=f"reading source {name}")
+                profiles[name] = read_source(name)
+                check_null_rate_jump(folder / config.store, profiles[name], config.sources[name])
+                task.advance()
+            task.finish("sources read and checked")
+            _check_lookups_unique(fetch, nodes)
+            _check_spine_keys_unique(fetch, graph)
+            compiler = MatrixCompiler(graph)
+            events = _event_counts(fetch, training, as_of)
             query = compiler.staged_query(as_of, wanted, training, kind)
-            prepared = StepTime("sources, checks, compile", time.perf_counter() - started, (), True)
-            if kind == "spark":
+            since = time.perf_counter() - started
+            prepared = StepTime("sources, checks, compile", since, (), True)
+            if pg is not None:
+                run = pg.run(query, progress)
+            elif kind == "spark":
+                assert con is not None
                 output = folder / config.store / "spark" / "matrix.parquet"
                 run = run_on_spark(con, folder, config, needed, query, output, progress)
-            elif kind == "postgres":
-                run = run_in_postgres(config, needed, query, progress)
             else:
+                assert con is not None
                 run = run_staged(con, query, progress)
         except duckdb.OutOfMemoryException as exc:
             raise FeatureError(_out_of_memory(config, exc)) from None
         except duckdb.Error as exc:  # data-dependent failures, e.g. a cast of a bad value
             raise FeatureError(f"computing the features failed: {duckdb_message(exc)}") from None
-    except RuntimeError as exc:
-        raise_interrupt(exc)
-        raise
-    finally:
-        con.close()
+        except RuntimeError as exc:
+            raise_interrupt(exc)
+            raise
     table = run.table
     if table.num_rows == 0:
         raise EmptyMatrixError(_empty(config, events, as_of))
@@ -355,7 +366,19 @@ def _source_of(node: Node) -> str | None:
     return None if isinstance(node.feature, ExprFeature) else node.feature.source
 
 
-def _check_lookups_unique(con: duckdb.DuckDBPyConnection, nodes: list[Node]) -> None:
+Fetch = Callable[[exp.Select], tuple[list[str], list[tuple[Any, ...]]]]
+
+
+def _duckdb_fetch(
+    con: duckdb.DuckDBPyConnection, select: exp.Select
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run a check's query in DuckDB: column names and rows."""
+    cursor = con.execute(select.sql("duckdb", identify=True))
+    rows = cursor.fetchall()
+    return [d[0] for d in cursor.description or []], rows
+
+
+def _check_lookups_unique(fetch: Fetch, nodes: list[Node]) -> None:
     """A lookup joins at most one row per key; duplicates would multiply training rows.
 
     Also when the source's rows have availability times: a key whose row changes over time is
@@ -379,7 +402,7 @@ def _check_lookups_unique(con: duckdb.DuckDBPyConnection, nodes: list[Node]) -> 
             .order_by(exp.Ordered(this=sql.col("__n"), desc=True))
             .limit(1)
         )
-        rows = con.execute(probe.sql("duckdb", identify=True)).fetchall()
+        _, rows = fetch(probe)
         if rows:
             key = ", ".join(f"{c}={v!r}" for c, v in zip(columns, rows[0], strict=False))
             raise FeatureError(
@@ -389,7 +412,7 @@ def _check_lookups_unique(con: duckdb.DuckDBPyConnection, nodes: list[Node]) -> 
             )
 
 
-def _check_spine_keys_unique(con: duckdb.DuckDBPyConnection, graph: FeatureGraph) -> None:
+def _check_spine_keys_unique(fetch: Fetch, graph: FeatureGraph) -> None:
     """Each event of the spine has its own keys: a duplicated key would be two training rows
     (or a scored row) that features, predictions and outcomes cannot tell apart."""
     spine = graph.config.spine
@@ -415,7 +438,7 @@ def _check_spine_keys_unique(con: duckdb.DuckDBPyConnection, graph: FeatureGraph
         .order_by(exp.Ordered(this=sql.col("__n"), desc=True), *[sql.col(c) for c in spine.keys])
         .limit(1)
     )
-    rows = con.execute(probe.sql("duckdb", identify=True)).fetchall()
+    _, rows = fetch(probe)
     if rows:
         *values, n, duplicated, total = rows[0]
         key = ", ".join(f"{c}={v!r}" for c, v in zip(spine.keys, values, strict=True))
@@ -441,13 +464,10 @@ def _check_label_values(config: ProjectConfig, table: pa.Table) -> None:
         )
 
 
-def _event_counts(
-    con: duckdb.DuckDBPyConnection, training: TrainingEvents, as_of: datetime
-) -> dict[str, int]:
-    cursor = con.execute(training.counts_query(as_of).sql("duckdb", identify=True))
-    row = cursor.fetchall()[0]
+def _event_counts(fetch: Fetch, training: TrainingEvents, as_of: datetime) -> dict[str, int]:
+    columns, rows = fetch(training.counts_query(as_of))
     # Sums over no events (a spine.filter that keeps none) are NULL: none counted.
-    return {d[0]: int(v or 0) for d, v in zip(cursor.description or [], row, strict=True)}
+    return {column: int(v or 0) for column, v in zip(columns, rows[0], strict=True)}
 
 
 def definition_hashes(

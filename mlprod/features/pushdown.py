@@ -1,11 +1,13 @@
 """Build the feature matrix inside PostgreSQL, where the sources live.
 
-Every source of the build must be a table of one PostgreSQL database. Each source becomes a
-temporary view under its own name (the contract's columns; ``numeric`` declared float as
-double precision, ``timestamptz`` as UTC without a zone: what DuckDB would see), each stage of
-the plan a temporary table, analysed for the planner and dropped when nothing later reads it.
-Only the matrix leaves the database. Everything is temporary to one transaction, rolled back
-at the end: the build writes nothing into the database.
+Every source of the build must be a table of one PostgreSQL database. The contract checks
+(types, nulls, categories, fingerprints), the build's checks (unique lookup keys and spine
+keys, event counts) and the features all run inside it: no row leaves the database but the
+matrix's. Each source becomes a temporary view under its own name (the contract's columns;
+``numeric`` declared float as double precision, ``timestamptz`` as UTC without a zone: what
+DuckDB would see), each stage of the plan a temporary table, analysed for the planner and
+dropped when nothing later reads it. All of it is temporary to one transaction, rolled back
+at the end: a build writes nothing into the database.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from sqlglot import exp
 
 from mlprod import sqlparts as sql
 from mlprod.data import postgres
-from mlprod.errors import FeatureError
-from mlprod.features.dialects import render
+from mlprod.data.contracts import SourceProfile, check_schema, judge_profile, profile_query
+from mlprod.errors import FeatureError, SourceError
+from mlprod.features.dialects import for_engine, render
 from mlprod.progress import NO_PROGRESS, ProgressCallback
 from mlprod.project.config import PostgresLocation, ProjectConfig
 
@@ -51,24 +54,60 @@ def database_of(config: ProjectConfig, sources: list[str]) -> str:
     return next(iter(urls))
 
 
-def run_in_postgres(
-    config: ProjectConfig,
-    sources: list[str],
-    query: StagedQuery,
-    progress: ProgressCallback = NO_PROGRESS,
-) -> StagedRun:
-    """Run the staged plan inside the sources' database; return the matrix."""
-    from mlprod.features.matrix import StagedRun
+class PostgresBuild:
+    """One connection to the sources' database for a whole build: the sources' views, the
+    contract checks, the build's own checks and the plan all run inside it."""
 
-    url = database_of(config, sources)
-    with postgres.connect(url) as conn, conn.cursor() as cursor:
+    def __init__(self, config: ProjectConfig, sources: list[str]) -> None:
+        self.config = config
+        self.sources = sources
+        self.url = database_of(config, sources)
+        self._conn: Any = None
+        self._cursor: Any = None
+
+    def __enter__(self) -> PostgresBuild:
+        self._conn = postgres.connect(self.url)
+        self._cursor = self._conn.cursor()
+        for name in self.sources:
+            execute(self._cursor, _source_view(self.config, name))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         try:
-            for name in sources:
-                execute(cursor, _source_view(config, name))
-            table, times = run_stages(cursor, query, progress)
+            self._conn.rollback()  # the views and tables were temporary: nothing is left
         finally:
-            conn.rollback()
-    return StagedRun(table, times)
+            self._cursor.close()
+            self._conn.close()
+
+    def fetch(self, select: exp.Select) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a DuckDB-built query in PostgreSQL: column names and rows."""
+        execute(self._cursor, render(for_engine(select, "postgres"), "postgres"))
+        rows = self._cursor.fetchall()
+        return [d[0] for d in self._cursor.description or []], rows
+
+    def profile(self, name: str) -> SourceProfile:
+        """The contract checks of one source, computed in the database (one scan)."""
+        source = self.config.sources[name]
+        execute(self._cursor, f"SELECT * FROM {render(sql.table(name), 'postgres')} LIMIT 0")
+        empty = self._cursor.fetch_arrow_table()
+        types = _duckdb_types(empty)
+        check_schema(name, source, types)
+        columns, rows = self.fetch(profile_query(name, source))
+        return judge_profile(name, source, types, dict(zip(columns, rows[0], strict=True)))
+
+    def run(self, query: StagedQuery, progress: ProgressCallback = NO_PROGRESS) -> StagedRun:
+        from mlprod.features.matrix import StagedRun
+
+        table, times = run_stages(self._cursor, query, progress)
+        return StagedRun(table, times)
+
+
+def _duckdb_types(empty: pa.Table) -> dict[str, str]:
+    """The columns' types as DuckDB names them (the contracts' type families are DuckDB's)."""
+    import duckdb
+
+    relation = duckdb.from_arrow(empty)
+    return {c: str(t) for c, t in zip(relation.columns, relation.types, strict=True)}
 
 
 def run_stages(
@@ -111,7 +150,12 @@ def _source_view(config: ProjectConfig, name: str) -> str:
     source = config.sources[name]
     location = source.location
     assert isinstance(location, PostgresLocation)
-    types = postgres.table_types(location.url, location.db_schema, location.table)
+    try:
+        types = postgres.table_types(location.url, location.db_schema, location.table)
+    except SourceError as exc:
+        raise SourceError(f"source '{name}': {exc}") from None
+    # Names first, before anything reads a row: a renamed column fails fast and says so.
+    check_schema(name, source, {c: str(t) for c, t in types.items()}, names_only=True)
     columns: list[exp.Expr] = []
     for column, contract in source.columns.items():
         value: exp.Expr = sql.col(column)
