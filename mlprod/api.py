@@ -312,7 +312,9 @@ class Project:
         keys, prediction time, score, decision, model and run id to ``output`` at once."""
         from mlprod.serve.batch import score_batch
 
-        return score_batch(self.deployment(model), input, output, at, run_id, progress)
+        deployment = self.deployment(model)
+        kind = self.config.engine.kind
+        return score_batch(deployment, input, output, at, run_id, progress, kind)
 
     def predict(
         self,

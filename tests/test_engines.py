@@ -143,18 +143,63 @@ def test_postgres_computes_the_same_matrix_inside_the_database(
     postgres_url: str,
     duckdb_matrix: pa.Table,
 ) -> None:
-    def in_postgres(config: dict[str, Any]) -> None:
-        config["engine"] = {"kind": "postgres"}
-        for source in config["sources"].values():
-            table = source["from"]["table"]
-            source["from"] = {
-                "kind": "postgres",
-                "url": postgres_url,
-                "schema": january_schema,
-                "table": table,
-            }
+    project = project_at("postgres", lambda c: _in_postgres(c, postgres_url, january_schema))
+    assert_same_matrix(project.build_features(AS_OF), duckdb_matrix)
 
-    assert_same_matrix(project_at("postgres", in_postgres).build_features(AS_OF), duckdb_matrix)
+
+@pytest.mark.postgres
+def test_postgres_scores_where_the_data_lives(
+    project_at: Callable[..., Project], january_schema: str, postgres_url: str
+) -> None:
+    """Read from the database, score, write back: a model trained with the features computed
+    in PostgreSQL scores the source's rows there, and writes its scores into the same
+    database; DuckDB, reading the same tables, gives the same scores."""
+    from typer.testing import CliRunner
+
+    from mlprod.cli import app
+
+    def small(config: dict[str, Any]) -> None:
+        _in_postgres(config, postgres_url, january_schema)
+        train = config["train"]
+        train["split"] = {
+            "method": "out_of_time",
+            "train_end": "2013-01-18",
+            "valid_end": "2013-01-25",
+            "gap": "1d",
+        }
+        params = {"n_estimators": 60, "num_threads": 1}
+        train["models"] = [{"kind": "lightgbm", "params": params}]
+        train["tuning"] = {"trials": 1}
+        train.pop("ensemble")
+
+    project = project_at("postgres-scores", small)
+    result = CliRunner().invoke(
+        app, ["run", "--project", str(project.folder), "--as-of", "2013-02-01"]
+    )
+    assert result.exit_code == 0, result.output
+    scores = f"{january_schema}.scores"
+    summary = project.score("flights/1", "flights", f"{postgres_url}#{scores}", run_id="pg")
+    assert summary.rows == 27_004
+    with pg.connect(postgres_url) as conn, conn.cursor() as cursor:
+        cursor.execute(f'SELECT flight_id, score FROM "{january_schema}".scores ORDER BY flight_id')
+        in_database = cursor.fetch_arrow_table()
+    config = yaml.safe_load((project.folder / "mlprod.yaml").read_text())
+    config.pop("engine")
+    (project.folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    output = project.folder / "duckdb-scores.parquet"
+    Project.load(project.folder).score("flights/1", "flights", str(output), run_id="duckdb")
+    by_duckdb = pq.read_table(output).sort_by("flight_id")
+    assert in_database.column("flight_id").equals(by_duckdb.column("flight_id"))
+    np.testing.assert_allclose(
+        in_database.column("score").to_numpy(), by_duckdb.column("score").to_numpy(), rtol=1e-12
+    )
+
+
+def _in_postgres(config: dict[str, Any], url: str, schema: str) -> None:
+    config["engine"] = {"kind": "postgres"}
+    for source in config["sources"].values():
+        table = source["from"]["table"]
+        source["from"] = {"kind": "postgres", "url": url, "schema": schema, "table": table}
 
 
 def test_postgres_engine_needs_every_source_in_postgres(

@@ -24,7 +24,7 @@ handed to an engine that might give it another meaning.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, TypeVar
 
 from sqlglot import exp
 
@@ -32,6 +32,7 @@ from mlprod import sqlparts as sql
 from mlprod.errors import FeatureError
 
 Engine = Literal["duckdb", "spark", "postgres"]
+Statement = TypeVar("Statement", bound=exp.Expr)
 ENGINES: tuple[Engine, ...] = ("duckdb", "spark", "postgres")
 DIALECTS: dict[Engine, str] = {"duckdb": "duckdb", "spark": "spark", "postgres": "postgres"}
 _SPANS = {
@@ -56,7 +57,7 @@ _PARTS: dict[type[exp.Expr], str] = {
 }
 
 
-def for_engine(query: exp.Select, engine: Engine) -> exp.Select:
+def for_engine(query: Statement, engine: Engine) -> Statement:
     """The DuckDB feature query rewritten for ``engine`` (DuckDB's own is returned as is)."""
     if engine == "duckdb":
         return query

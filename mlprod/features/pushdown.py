@@ -85,12 +85,20 @@ class PostgresBuild:
         rows = self._cursor.fetchall()
         return [d[0] for d in self._cursor.description or []], rows
 
+    def execute(self, statement: exp.Expr) -> None:
+        """Run a DuckDB-built statement in PostgreSQL."""
+        execute(self._cursor, render(for_engine(statement, "postgres"), "postgres"))
+
+    def types(self, name: str) -> dict[str, str]:
+        """A source view's columns and their types, as DuckDB names them (the contracts'
+        type families are DuckDB's)."""
+        execute(self._cursor, f"SELECT * FROM {render(sql.table(name), 'postgres')} LIMIT 0")
+        return _duckdb_types(self._cursor.fetch_arrow_table())
+
     def profile(self, name: str) -> SourceProfile:
         """The contract checks of one source, computed in the database (one scan)."""
         source = self.config.sources[name]
-        execute(self._cursor, f"SELECT * FROM {render(sql.table(name), 'postgres')} LIMIT 0")
-        empty = self._cursor.fetch_arrow_table()
-        types = _duckdb_types(empty)
+        types = self.types(name)
         check_schema(name, source, types)
         columns, rows = self.fetch(profile_query(name, source))
         return judge_profile(name, source, types, dict(zip(columns, rows[0], strict=True)))
@@ -103,7 +111,6 @@ class PostgresBuild:
 
 
 def _duckdb_types(empty: pa.Table) -> dict[str, str]:
-    """The columns' types as DuckDB names them (the contracts' type families are DuckDB's)."""
     import duckdb
 
     relation = duckdb.from_arrow(empty)

@@ -36,8 +36,10 @@ from mlprod.features.events import (
 )
 from mlprod.features.matrix import run_staged
 from mlprod.features.online_plan import plan_online
+from mlprod.features.pushdown import PostgresBuild
 from mlprod.features.typecheck import SQL_TYPES, duckdb_message
 from mlprod.progress import NO_PROGRESS, ProgressCallback
+from mlprod.project.engine import EngineKind
 from mlprod.serve.batch_io import (
     InputSpec,
     ScoreIOError,
@@ -86,15 +88,24 @@ def score_batch(
     at: datetime | None = None,
     run_id: str | None = None,
     progress: ProgressCallback = NO_PROGRESS,
+    engine: EngineKind = "duckdb",
 ) -> BatchSummary:
-    """Score every row of ``input_text`` and write the scores to ``output_text``."""
+    """Score every row of ``input_text`` and write the scores to ``output_text``.
+
+    With ``engine`` postgres and a source as input, the features are computed inside the
+    sources' database (see :func:`features_in_postgres`); the output may be a table of the
+    same database: read from the database, score, write back.
+    """
     started = time.perf_counter()
     run_id = run_id or uuid.uuid4().hex
     config = deployment.config
     spec = parse_input(input_text, config.sources)
     output = parse_output(output_text)
     computing = progress.start("computing features", None)
-    features = computed_features(deployment, spec, at)
+    if engine == "postgres" and isinstance(spec, SourceInput):
+        features = features_in_postgres(deployment, spec.name, at)
+    else:
+        features = computed_features(deployment, spec, at)
     computing.finish(f"features of {features.num_rows:,} rows computed")
     feature_seconds = time.perf_counter() - started
     scored_at = datetime.now(UTC).replace(tzinfo=None)
@@ -163,6 +174,22 @@ def computed_features(
         return features_of_requests(con, deployment)
 
 
+def features_in_postgres(deployment: Deployment, source: str, at: datetime | None) -> pa.Table:
+    """The features of a source's rows computed inside its PostgreSQL database: the sources'
+    contracts checked there, the requests a temporary table there, the plan run there."""
+    config = deployment.config
+    needed = {t.source for t in plan_online(deployment.graph, deployment.features).tables}
+    compiler = MatrixCompiler(deployment.graph)
+    columns = compiler.event_columns(deployment.features)
+    with PostgresBuild(config, sorted({*needed, source})) as database:
+        for name in sorted({*needed, source}):
+            database.profile(name)
+        select = source_requests(deployment, source, columns, at, database.types(source))
+        database.execute(requests_table(select))
+        query = compiler.staged(request_events(columns), deployment.features, "postgres")
+        return database.run(query).table
+
+
 @contextmanager
 def feature_engine(
     deployment: Deployment, also: Sequence[str] = ()
@@ -199,45 +226,62 @@ def _register_requests(
     at: datetime | None,
 ) -> None:
     """Create ``__requests``: the request fields, ``prediction_time`` and the row position."""
-    config = deployment.config
-    spine = config.spine
-    fixed = timestamp_literal(at or datetime.now(UTC).replace(tzinfo=None))
     if isinstance(spec, SourceInput):
-        source = spec.name
-        time_expr: exp.Expr
-        if source == spine.source and at is None and deployment.graph.timed:
-            time_expr = deployment.graph.spine_exprs["time"].copy()
-        elif at is not None or source == spine.source:
-            time_expr = fixed
-        else:
-            time_expr = _time_column(con, source, fixed)
-        _check_fields(con, deployment, source, columns)
-        select = exp.select(*[sql.col(c) for c in columns], sql.alias(time_expr, PREDICTION_TIME))
-        select = select.from_(sql.table(source))
-        if source == spine.source and "filter" in deployment.graph.spine_exprs:
-            select = select.where(deployment.graph.spine_exprs["filter"].copy())
+        select = source_requests(deployment, spec.name, columns, at, _types(con, spec.name))
     else:
+        fixed = timestamp_literal(at or datetime.now(UTC).replace(tzinfo=None))
         table = read_input(spec)
         con.register(_INPUT, table)
-        _check_fields(con, deployment, _INPUT, columns, shown=str(spec))
-        time_expr = fixed if at is not None else _time_column(con, _INPUT, fixed)
+        present = _types(con, _INPUT)
+        _check_fields(present, deployment, _INPUT, columns, shown=str(spec))
+        time_expr = fixed if at is not None else _time_column(present, fixed)
         select = exp.select(
             *[sql.col(c) for c in columns], sql.alias(time_expr, PREDICTION_TIME)
         ).from_(sql.table(_INPUT))
+    con.execute(requests_table(select).sql("duckdb", identify=True))
+
+
+def source_requests(
+    deployment: Deployment,
+    source: str,
+    columns: list[str],
+    at: datetime | None,
+    present: dict[str, str],
+) -> exp.Select:
+    """The requests of a source input (``present``: its types): the request fields and
+    ``prediction_time``, the spine's own time for the spine source unless ``at`` is given."""
+    spine = deployment.config.spine
+    fixed = timestamp_literal(at or datetime.now(UTC).replace(tzinfo=None))
+    time_expr: exp.Expr
+    if source == spine.source and at is None and deployment.graph.timed:
+        time_expr = deployment.graph.spine_exprs["time"].copy()
+    elif at is not None or source == spine.source:
+        time_expr = fixed
+    else:
+        time_expr = _time_column(present, fixed)
+    _check_fields(present, deployment, source, columns)
+    select = exp.select(*[sql.col(c) for c in columns], sql.alias(time_expr, PREDICTION_TIME))
+    select = select.from_(sql.table(source))
+    if source == spine.source and "filter" in deployment.graph.spine_exprs:
+        select = select.where(deployment.graph.spine_exprs["filter"].copy())
+    return select
+
+
+def requests_table(select: exp.Select) -> exp.Create:
+    """``CREATE TEMPORARY TABLE __requests``: the requests numbered in their order."""
     numbered = exp.select(
         "*", sql.alias(sql.window(exp.func("row_number"), []), REQUEST_ROW)
     ).from_(sql.subquery(select, "__in"))
-    create = exp.Create(
+    return exp.Create(
         this=sql.table(REQUEST_TABLE),
         kind="TABLE",
         expression=numbered,
         properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
     )
-    con.execute(create.sql("duckdb", identify=True))
 
 
-def _time_column(con: duckdb.DuckDBPyConnection, table: str, fallback: exp.Expr) -> exp.Expr:
-    present = _types(con, table)
+def _time_column(present: dict[str, str], fallback: exp.Expr) -> exp.Expr:
+    """The input's own ``prediction_time`` column when it has one (``present``: its types)."""
     if PREDICTION_TIME in present:
         if type_family(present[PREDICTION_TIME]) not in ("timestamp", "date"):
             raise ScoreIOError(
@@ -249,14 +293,14 @@ def _time_column(con: duckdb.DuckDBPyConnection, table: str, fallback: exp.Expr)
 
 
 def _check_fields(
-    con: duckdb.DuckDBPyConnection,
+    present: dict[str, str],
     deployment: Deployment,
     table: str,
     columns: list[str],
     shown: str | None = None,
 ) -> None:
-    """Every request field present, with a type its contract accepts."""
-    present = _types(con, table)
+    """Every request field present (``present``: the input's types), with a type its
+    contract accepts."""
     shown = shown or f"source '{table}'"
     contracts = deployment.config.sources[deployment.config.spine.source].columns
     for column in columns:
