@@ -34,6 +34,7 @@ from mlprod.errors import MlprodError
 from mlprod.formatting import format_size
 from mlprod.interrupts import stop_cleanly
 from mlprod.progress import ProgressCallback, ProgressTask
+from mlprod.project.engine import EngineKind
 
 if TYPE_CHECKING:
     from mlprod.api import Project, StepTime, TrainSummary
@@ -249,11 +250,15 @@ def features_list(
 def features_sql(
     name: Annotated[str | None, typer.Argument(help="A feature (default: all of them).")] = None,
     project: ProjectDir = Path("."),
+    engine: Annotated[
+        EngineKind | None,
+        typer.Option(help="The engine whose SQL to print (default: the project's engine.kind)."),
+    ] = None,
     debug: Debug = False,
 ) -> None:
     """Print the SQL that computes a feature (with what it depends on)."""
     loaded = _run(debug, lambda: _load(project))
-    sys.stdout.write(_run(debug, lambda: loaded.feature_sql(name)) + "\n")
+    sys.stdout.write(_run(debug, lambda: loaded.feature_sql(name, engine=engine)) + "\n")
 
 
 @contextmanager

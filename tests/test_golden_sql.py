@@ -40,3 +40,18 @@ def test_compiled_sql_matches_golden_file(feature: str, engine: Engine) -> None:
         path.write_text(sql)
     assert path.exists(), f"no golden file {path.name}; run with MLPROD_UPDATE_GOLDEN=1"
     assert sql == path.read_text()
+
+
+def test_features_sql_prints_an_engines_sql() -> None:
+    """``mlprod features sql NAME --engine KIND`` prints that engine's SQL."""
+    from typer.testing import CliRunner
+
+    from mlprod.cli import app
+
+    args = ["features", "sql", "origin_temp", "--project", str(EXAMPLE), "--engine", "spark"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (GOLDEN / "spark" / "origin_temp.sql").read_text()
+    refused = CliRunner().invoke(app, [*args[:-1], "oracle"])
+    assert refused.exit_code != 0
+    assert "'oracle' is not one of 'duckdb', 'spark', 'postgres'" in refused.output

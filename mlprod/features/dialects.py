@@ -275,12 +275,7 @@ def _anonymous(node: exp.Anonymous, engine: Engine) -> exp.Expr:
     if name == "epoch_us" and len(args) == 1:
         return _epoch_us(args[0], engine)
     if name in _SPANS and len(args) == 1:
-        unit = _SPANS[name]
-        if unit == "WEEK":
-            one = exp.Interval(this=exp.Literal.string("7"), unit=exp.Var(this="DAY"))
-        else:
-            one = exp.Interval(this=exp.Literal.string("1"), unit=exp.Var(this=unit))
-        return exp.Mul(this=exp.paren(args[0]), expression=one)
+        return _span(args[0], _SPANS[name])
     if name == "hash" and engine == "postgres":  # fingerprints: any stable 64-bit hash
         row = exp.cast(exp.Tuple(expressions=list(args)), exp.DataType.Type.TEXT)
         if len(args) == 1:
@@ -292,6 +287,15 @@ def _anonymous(node: exp.Anonymous, engine: Engine) -> exp.Expr:
         f"the function {node.name}() has no translation for the {engine} engine yet; "
         "compute the feature with engine kind duckdb, or write it with other functions"
     )
+
+
+def _span(amount: exp.Expr, unit: str) -> exp.Expr:
+    """``to_minutes(x)`` and friends: ``x`` times an interval of one unit."""
+    if unit == "WEEK":
+        one = exp.Interval(this=exp.Literal.string("7"), unit=exp.Var(this="DAY"))
+    else:
+        one = exp.Interval(this=exp.Literal.string("1"), unit=exp.Var(this=unit))
+    return exp.Mul(this=exp.paren(amount), expression=one)
 
 
 def _epoch_us(time: exp.Expr, engine: Engine) -> exp.Expr:
@@ -355,7 +359,41 @@ def _integer_divide(node: exp.IntDiv, engine: Engine) -> exp.Expr | None:
     """``a // b``: truncated toward zero (a zero divisor raises, as in DuckDB)."""
     if engine == "spark":
         return None  # sqlglot writes DIV, which truncates
-    return exp.Anonymous(this="div", expressions=[node.this, node.expression])
+    quotient = exp.Anonymous(this="div", expressions=[node.this, node.expression])
+    return exp.cast(quotient, exp.DataType.Type.BIGINT)  # PostgreSQL's div() is numeric
+
+
+def _round(node: exp.Round, engine: Engine) -> exp.Expr | None:
+    """``round(x)`` halves away from zero (PostgreSQL's round of a double halves to even):
+    the truncated value plus the sign where the fraction is a half or more, exact for
+    doubles and decimals alike, and of the argument's type as in DuckDB."""
+    if engine != "postgres" or node.args.get("decimals") is not None:
+        return None
+    value = node.this
+    whole = exp.func("trunc", value.copy())
+    fraction = exp.func("abs", exp.Sub(this=value.copy(), expression=whole.copy()))
+    up = exp.Case(
+        ifs=[
+            exp.If(
+                this=exp.GTE(this=fraction, expression=exp.Literal.number(0.5)),
+                true=exp.func("sign", value.copy()),
+            )
+        ],
+        default=exp.Literal.number(0),
+    )
+    return exp.paren(exp.Add(this=whole, expression=up))
+
+
+def _whole(node: exp.Floor | exp.Ceil, engine: Engine) -> exp.Expr | None:
+    """``floor(x)``, ``ceil(x)`` of the argument's type (Spark's return BIGINT for a double):
+    ``x - (x - floor(x))``, exact, since a double's fraction is exact."""
+    if engine != "spark" or node.args.get("decimals") is not None:
+        return None
+    value = node.this
+    rounded = type(node)(this=value.copy())
+    return exp.paren(
+        exp.Sub(this=value.copy(), expression=exp.paren(exp.Sub(this=value, expression=rounded)))
+    )
 
 
 def _median(node: exp.Median, engine: Engine) -> exp.Expr | None:
@@ -380,8 +418,12 @@ _Handler = Callable[[exp.Expr, Engine], "exp.Expr | None"]
 _HANDLERS: dict[type[exp.Expr], _Handler] = {
     **dict.fromkeys(_PARTS, _part),
     exp.DateFromParts: _make_date,
+    exp.ToDays: lambda node, engine: _span(node.this, "DAY"),
     exp.Div: _divide,  # type: ignore[dict-item]
     exp.IntDiv: _integer_divide,  # type: ignore[dict-item]
     exp.Median: _median,  # type: ignore[dict-item]
+    exp.Round: _round,  # type: ignore[dict-item]
+    exp.Floor: _whole,  # type: ignore[dict-item]
+    exp.Ceil: _whole,  # type: ignore[dict-item]
     exp.Window: _row_number,  # type: ignore[dict-item]
 }

@@ -144,12 +144,25 @@ def run_stages(
         task.advance()
     started = time.perf_counter()
     execute(cursor, render(query.final, "postgres"))
-    table: pa.Table = cursor.fetch_arrow_table()
+    table = _numeric_as_decimal(cursor.fetch_arrow_table())
     times.append(StepTime("result", time.perf_counter() - started, query.final_features, False))
     for name in query.final_drops:
         execute(cursor, render(exp.Drop(tables=[sql.table(name)], kind="TABLE"), "postgres"))
     task.finish("features computed in PostgreSQL")
     return table, times
+
+
+def _numeric_as_decimal(table: pa.Table) -> pa.Table:
+    """PostgreSQL's ``numeric`` columns (the driver hands them over as text) as decimals, as
+    DuckDB gives its DECIMALs (``int * 1.5`` is exact in both)."""
+    for index, field in enumerate(table.schema):
+        if postgres.native_type(field.type) not in postgres.DECIMAL_TYPES:
+            continue
+        text = table.column(index).cast(pa.string())
+        scale = max((len(v.split(".")[1]) for v in text.to_pylist() if v and "." in v), default=0)
+        decimals = text.cast(pa.decimal128(38, scale))
+        table = table.set_column(index, field.name, decimals)
+    return table
 
 
 def _source_view(config: ProjectConfig, name: str) -> str:

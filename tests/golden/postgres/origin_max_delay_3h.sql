@@ -57,7 +57,7 @@ WITH "__spine" AS MATERIALIZED (
     FROM (
       SELECT
         *,
-        DIV(CAST(EXTRACT(EPOCH FROM "__at") * 1000000 AS BIGINT), 10800000000) + 0 AS "__part"
+        CAST(DIV(CAST(EXTRACT(EPOCH FROM "__at") * 1000000 AS BIGINT), 10800000000) AS BIGINT) + 0 AS "__part"
       FROM (
         SELECT
           "origin" AS "__k0",
@@ -80,7 +80,7 @@ WITH "__spine" AS MATERIALIZED (
       UNION ALL
       SELECT
         *,
-        DIV(CAST(EXTRACT(EPOCH FROM "__at") * 1000000 AS BIGINT), 10800000000) + 1 AS "__part"
+        CAST(DIV(CAST(EXTRACT(EPOCH FROM "__at") * 1000000 AS BIGINT), 10800000000) AS BIGINT) + 1 AS "__part"
       FROM (
         SELECT
           "origin" AS "__k0",
@@ -106,7 +106,7 @@ WITH "__spine" AS MATERIALIZED (
         "__p"."__t" AS "__at",
         NULL AS "__v0",
         "__p"."__row" AS "__row",
-        DIV(CAST(EXTRACT(EPOCH FROM "__p"."__t") * 1000000 AS BIGINT), 10800000000) AS "__part"
+        CAST(DIV(CAST(EXTRACT(EPOCH FROM "__p"."__t") * 1000000 AS BIGINT), 10800000000) AS BIGINT) AS "__part"
       FROM "__level_1" AS "__p"
     ) AS "__stream"
   ) AS "_t"
