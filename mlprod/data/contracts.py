@@ -170,4 +170,7 @@ def describe_location(source: SourceConfig) -> str:
         return f"{location.kind} file '{location.path}'"  # type: ignore[union-attr]
     if location.kind == "duckdb":
         return f"table '{location.table}' in '{location.path}'"  # type: ignore[union-attr]
+    if location.kind == "spark":
+        table, reader = location.table, location.format  # type: ignore[union-attr]
+        return f"Spark table '{table}'" if table else f"Spark {reader} source"
     return f"PostgreSQL table '{location.db_schema}.{location.table}'"  # type: ignore[union-attr]

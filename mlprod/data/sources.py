@@ -35,6 +35,7 @@ from mlprod.project.config import (
     PostgresLocation,
     ProjectConfig,
     SourceConfig,
+    SparkLocation,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +75,12 @@ def open_source(
     if config.example_data is not None:
         ensure_example(config.example_data.dataset, folder / config.example_data.path)
     location = source.location
+    if isinstance(location, SparkLocation):
+        raise SourceError(
+            f"source '{name}' is read by Spark (from: {{kind: spark}}): only a feature build "
+            "with engine kind spark reads it; materializing, scoring and serving read sources "
+            "with DuckDB (give them a Parquet, DuckDB, CSV or PostgreSQL copy)"
+        )
     try:
         if isinstance(location, PostgresLocation):
             _register_postgres(con, name, source, location)
@@ -233,6 +240,8 @@ def data_columns(folder: Path, config: ProjectConfig, name: str) -> list[str] | 
     """The column names a source's data has, read from its header or schema alone; None when
     they cannot be read (a missing file, an unreachable database, ...)."""
     location = config.sources[name].location
+    if isinstance(location, SparkLocation):
+        return None
     try:
         if isinstance(location, PostgresLocation):
             return list(postgres.table_types(location.url, location.db_schema, location.table))
@@ -250,6 +259,8 @@ def data_types(folder: Path, config: ProjectConfig, name: str) -> dict[str, str]
     import pyarrow as pa
 
     location = config.sources[name].location
+    if isinstance(location, SparkLocation):
+        return None
     try:
         with duckdb.connect() as con:
             if isinstance(location, PostgresLocation):

@@ -45,6 +45,15 @@ def type_family(duckdb_type: str) -> ColumnType | None:
     return _FAMILIES.get(base)
 
 
+def duckdb_types(schema: pa.Schema) -> dict[str, str]:
+    """An Arrow schema's columns and their types as DuckDB names them: what the contracts'
+    type families are read from, whichever engine holds the data."""
+    import duckdb
+
+    relation = duckdb.from_arrow(schema.empty_table())
+    return {c: str(t) for c, t in zip(relation.columns, relation.types, strict=True)}
+
+
 def accepts(declared: ColumnType, found: ColumnType | None) -> bool:
     return found == declared or found in _ACCEPTS.get(declared, set())
 

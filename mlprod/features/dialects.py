@@ -281,6 +281,8 @@ def _anonymous(node: exp.Anonymous, engine: Engine) -> exp.Expr:
         if len(args) == 1:
             row = exp.cast(args[0], exp.DataType.Type.TEXT)
         return exp.Anonymous(this="hashtextextended", expressions=[row, exp.Literal.number(0)])
+    if name == "hash" and engine == "spark":
+        return exp.Anonymous(this="xxhash64", expressions=list(args))
     if name in {"monotonically_increasing_id"}:
         return node
     raise FeatureError(

@@ -37,7 +37,7 @@ from mlprod.features.events import TrainingEvents
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.features.pushdown import PostgresBuild
-from mlprod.features.spark import run_on_spark
+from mlprod.features.spark import SparkBuild
 from mlprod.features.typecheck import check_types, duckdb_message
 from mlprod.progress import NO_PROGRESS, ProgressCallback, ProgressTask
 from mlprod.project.config import ExprFeature, LookupFeature, ProjectConfig
@@ -123,6 +123,7 @@ def build_matrix(
     with ExitStack() as stack:
         con: duckdb.DuckDBPyConnection | None = None
         pg: PostgresBuild | None = None
+        spark: SparkBuild | None = None
         if kind == "postgres":  # everything inside the database: no rows leave it
             pg = stack.enter_context(PostgresBuild(config, needed))
             fetch: Fetch = pg.fetch
@@ -133,6 +134,9 @@ def build_matrix(
             con = stack.enter_context(connect(config.engine, spill))
             fetch = partial(_duckdb_fetch, con)
             read_source = partial(open_source, con, folder, config)
+            if kind == "spark":  # checks and plan on Spark; DuckDB reads what Spark cannot
+                spark = stack.enter_context(SparkBuild(con, folder, config))
+                fetch, read_source = spark.fetch, spark.profile
         try:
             task = progress.start("reading sources", total=len(needed))
             profiles: dict[str, SourceProfile] = {}
@@ -151,10 +155,8 @@ def build_matrix(
             prepared = StepTime("sources, checks, compile", since, (), True)
             if pg is not None:
                 run = pg.run(query, progress)
-            elif kind == "spark":
-                assert con is not None
-                output = folder / config.store / "spark" / "matrix.parquet"
-                run = run_on_spark(con, folder, config, needed, query, output, progress)
+            elif spark is not None:
+                run = spark.run(query, folder / config.store / "spark" / "matrix.parquet", progress)
             else:
                 assert con is not None
                 run = run_staged(con, query, progress)

@@ -21,6 +21,7 @@ from sqlglot import exp
 from mlprod import sqlparts as sql
 from mlprod.data import postgres
 from mlprod.data.contracts import SourceProfile, check_schema, judge_profile, profile_query
+from mlprod.data.types import duckdb_types
 from mlprod.errors import FeatureError, SourceError
 from mlprod.features.dialects import for_engine, render
 from mlprod.progress import NO_PROGRESS, ProgressCallback
@@ -93,7 +94,7 @@ class PostgresBuild:
         """A source view's columns and their types, as DuckDB names them (the contracts'
         type families are DuckDB's)."""
         execute(self._cursor, f"SELECT * FROM {render(sql.table(name), 'postgres')} LIMIT 0")
-        return _duckdb_types(self._cursor.fetch_arrow_table())
+        return duckdb_types(self._cursor.fetch_arrow_table().schema)
 
     def profile(self, name: str) -> SourceProfile:
         """The contract checks of one source, computed in the database (one scan)."""
@@ -108,13 +109,6 @@ class PostgresBuild:
 
         table, times = run_stages(self._cursor, query, progress)
         return StagedRun(table, times)
-
-
-def _duckdb_types(empty: pa.Table) -> dict[str, str]:
-    import duckdb
-
-    relation = duckdb.from_arrow(empty)
-    return {c: str(t) for c, t in zip(relation.columns, relation.types, strict=True)}
 
 
 def run_stages(

@@ -1,10 +1,10 @@
 """Build the feature matrix on Spark: the same plan, in Spark SQL, written by Spark.
 
-The sources are checked by DuckDB as for every build (contracts, profiles, keys). Spark reads
-a Parquet source itself; any other source (a DuckDB file, CSV, a PostgreSQL table read for
-DuckDB) is handed over through Arrow. Each stage of the plan is computed once and kept
-(``localCheckpoint``: its row ids must not be drawn twice), and the matrix is written as
-Parquet by Spark itself, not collected to the driver.
+Spark reads a Parquet source (a local path or any Hadoop filesystem URL) and a ``kind:
+spark`` source itself and checks its contract; any other source is read and checked by
+DuckDB and handed over through Arrow (see :class:`SparkBuild`). Each stage of the plan is
+computed once and kept (``localCheckpoint``: its row ids must not be drawn twice), and the
+matrix is written as Parquet by Spark itself, not collected to the driver.
 """
 
 from __future__ import annotations
@@ -17,11 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sqlglot import exp
 
-from mlprod.errors import FeatureError
-from mlprod.features.dialects import render
+from mlprod.data.contracts import (
+    SourceProfile,
+    check_schema,
+    describe_location,
+    judge_profile,
+    profile_query,
+)
+from mlprod.data.sources import open_source
+from mlprod.data.types import duckdb_types
+from mlprod.errors import FeatureError, SourceError
+from mlprod.features.dialects import for_engine, render
 from mlprod.progress import NO_PROGRESS, ProgressCallback
-from mlprod.project.config import ParquetLocation, ProjectConfig
+from mlprod.project.config import ParquetLocation, ProjectConfig, SourceConfig, SparkLocation
 from mlprod.project.engine import EngineConfig
 
 if TYPE_CHECKING:
@@ -61,28 +71,105 @@ def session(engine: EngineConfig) -> SparkSession:
     return spark
 
 
-def run_on_spark(
-    con: duckdb.DuckDBPyConnection,
-    folder: Path,
-    config: ProjectConfig,
-    sources: list[str],
-    query: StagedQuery,
-    output: Path,
-    progress: ProgressCallback = NO_PROGRESS,
-) -> StagedRun:
-    """Run the staged plan on Spark; ``output`` receives the matrix as Parquet."""
-    from mlprod.features.matrix import StagedRun, StepTime
+class SparkBuild:
+    """One Spark session for a whole build: the sources as temporary views, their checks, the
+    build's checks and the plan.
 
-    spark = session(config.engine)
-    started = time.perf_counter()
-    views = [_register(spark, con, folder, config, name) for name in sources]
-    handed = StepTime("sources to Spark", time.perf_counter() - started, (), True)
-    try:
-        times = run_stages(spark, query, output, progress)
-    finally:
-        for name in views:
-            spark.catalog.dropTempView(name)
-    return StagedRun(read_matrix(output), [handed, *times])
+    A Parquet source and a ``kind: spark`` source (a catalog table, a JDBC or other reader)
+    are read by Spark and checked by Spark, so their rows never pass through this machine;
+    any other source (a DuckDB file, CSV, PostgreSQL) is read and checked by DuckDB, as in
+    every build, and handed to Spark through Arrow.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, folder: Path, config: ProjectConfig) -> None:
+        self.con = con
+        self.folder = folder
+        self.config = config
+        self.spark = session(config.engine)
+        self._views: list[str] = []
+
+    def __enter__(self) -> SparkBuild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self._views:
+            self.spark.catalog.dropTempView(name)
+
+    def profile(self, name: str) -> SourceProfile:
+        """Make source ``name`` a view of Spark's and check it against its contract."""
+        source = self.config.sources[name]
+        location = source.location
+        self._views.append(name)
+        if not isinstance(location, ParquetLocation | SparkLocation):
+            profile = open_source(self.con, self.folder, self.config, name)
+            self.spark.createDataFrame(
+                self.con.table(name).to_arrow_table()
+            ).createOrReplaceTempView(name)
+            return profile
+        frame = _as_naive_utc(self._read(name, location), source)
+        frame.createOrReplaceTempView(name)
+        types = spark_types(frame)
+        check_schema(name, source, types)
+        columns, rows = self.fetch(profile_query(name, source))
+        return judge_profile(name, source, types, dict(zip(columns, rows[0], strict=True)))
+
+    def fetch(self, select: exp.Select) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a DuckDB-built query on Spark: column names and rows."""
+        frame = _sql(self.spark, render(for_engine(select, "spark"), "spark"))
+        return list(frame.columns), [tuple(row) for row in frame.collect()]
+
+    def run(
+        self, query: StagedQuery, output: Path, progress: ProgressCallback = NO_PROGRESS
+    ) -> StagedRun:
+        """Run the plan; ``output`` receives the matrix as Parquet, written by Spark."""
+        from mlprod.features.matrix import StagedRun
+
+        times = run_stages(self.spark, query, output, progress)
+        return StagedRun(read_matrix(output), times)
+
+    def _read(self, name: str, location: ParquetLocation | SparkLocation) -> Any:
+        from pyspark.errors import PySparkException
+
+        try:
+            if isinstance(location, ParquetLocation):
+                path = location.path
+                if "://" not in path:  # a Hadoop filesystem URL is Spark's to resolve
+                    path = str(self.folder / path)
+                return self.spark.read.parquet(path)
+            if location.table is not None:
+                return self.spark.table(location.table)
+            assert location.format is not None
+            reader = self.spark.read.format(location.format).options(**location.options)
+            return reader.load(location.path) if location.path else reader.load()
+        except PySparkException as exc:
+            raise SourceError(
+                f"source '{name}': Spark cannot read {describe_location(self.config.sources[name])}"
+                f": {_first_line(exc)}"
+            ) from None
+
+
+def spark_types(frame: Any) -> dict[str, str]:
+    """A frame's columns and their types as DuckDB names them (the contracts' families)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return duckdb_types(to_arrow_schema(frame.schema))
+
+
+def _as_naive_utc(frame: Any, source: SourceConfig) -> Any:
+    """Declared timestamp columns with a zone as UTC without one (the session is in UTC)."""
+    from pyspark.sql.functions import col
+    from pyspark.sql.types import TimestampType
+
+    zoned = [
+        field.name
+        for field in frame.schema.fields
+        if isinstance(field.dataType, TimestampType)
+        and field.name in source.columns
+        and source.columns[field.name].type == "timestamp"
+    ]
+    for name in zoned:
+        frame = frame.withColumn(name, col(name).cast("timestamp_ntz"))
+    return frame
 
 
 def run_stages(
@@ -133,22 +220,6 @@ def read_matrix(output: Path) -> pa.Table:
             naive = table.column(index).cast(pa.timestamp(field.type.unit))
             table = table.set_column(index, field.name, naive)
     return table
-
-
-def _register(
-    spark: SparkSession,
-    con: duckdb.DuckDBPyConnection,
-    folder: Path,
-    config: ProjectConfig,
-    name: str,
-) -> str:
-    location = config.sources[name].location
-    if isinstance(location, ParquetLocation):
-        frame = spark.read.parquet(str(folder / location.path))
-    else:
-        frame = spark.createDataFrame(con.table(name).to_arrow_table())
-    frame.createOrReplaceTempView(name)
-    return name
 
 
 def _sql(spark: SparkSession, text: str) -> Any:

@@ -7,10 +7,11 @@ them. Everything is ``extra="forbid"`` so a misspelt key is an error, never sile
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from mlprod.project.base import Duration, Expression, Identifier, Strict
 from mlprod.project.deploy import DeployConfig
@@ -71,8 +72,33 @@ class PostgresLocation(Strict):
     db_schema: Identifier = Field("public", alias="schema")
 
 
+class SparkLocation(Strict):
+    """A source only Spark reads (``engine: {kind: spark}``): a catalog (Hive) table, or any
+    format Spark has a reader for (jdbc, csv, orc, ...) with its options and path (any Hadoop
+    filesystem URL). Its contract is checked by Spark."""
+
+    kind: Literal["spark"]
+    table: str | None = Field(None, description="A catalog table: 'table' or 'db.table'.")
+    format: str | None = Field(None, description="A Spark reader format, e.g. jdbc or csv.")
+    path: str | None = Field(None, description="What the reader loads, e.g. s3a://bucket/x/.")
+    options: dict[str, str] = Field(
+        default_factory=dict, description="The reader's options, e.g. {url: ..., dbtable: ...}."
+    )
+
+    @model_validator(mode="after")
+    def _table_or_format(self) -> SparkLocation:
+        if (self.table is None) == (self.format is None):
+            raise ValueError("give either table (a catalog table) or format (a Spark reader)")
+        if self.table is not None and not _QUALIFIED.fullmatch(self.table):
+            raise ValueError(f"table '{self.table}' is not a table name like 'db.table'")
+        return self
+
+
+_QUALIFIED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
+
 Location = Annotated[
-    CsvLocation | ParquetLocation | DuckDBLocation | PostgresLocation, Field(discriminator="kind")
+    CsvLocation | ParquetLocation | DuckDBLocation | PostgresLocation | SparkLocation,
+    Field(discriminator="kind"),
 ]
 
 
