@@ -119,48 +119,36 @@ def test_spark_builds_the_same_matrix_from_the_duckdb_file(
 
 
 @pytest.mark.spark
-def test_spark_reads_parquet_sources_itself(
+def test_spark_reads_parquet_catalog_tables_and_readers_itself(
     project_at: Callable[..., Project], january_db: Path, duckdb_matrix: pa.Table
 ) -> None:
-    def parquet_sources(config: dict[str, Any]) -> None:
-        _spark(config)
-        for name, source in config["sources"].items():
-            source["from"] = {"kind": "parquet", "path": f"data/{name}.parquet"}
-
-    project = project_at("spark-parquet", parquet_sources)
-    with duckdb.connect(str(january_db), read_only=True) as con:
-        for table in TABLES:
-            pq.write_table(
-                con.table(table).to_arrow_table(), project.folder / f"data/{table}.parquet"
-            )
-    assert_same_matrix(project.build_features(AS_OF), duckdb_matrix)
-
-
-@pytest.mark.spark
-def test_spark_reads_catalog_tables_and_readers_and_checks_them(
-    project_at: Callable[..., Project], january_db: Path, duckdb_matrix: pa.Table
-) -> None:
-    """``kind: spark`` sources: a catalog table and a reader (format, path); their contracts
-    are checked by Spark (a broken one is refused as DuckDB would refuse it)."""
+    """Sources Spark reads itself, their contracts checked by Spark: flights and weather as
+    Parquet files, planes as a catalog table, airports through a reader (format and path).
+    A broken contract is refused as DuckDB would refuse it; DuckDB-side commands refuse a
+    Spark-only source by name."""
     from mlprod.errors import ContractError
     from mlprod.features.spark import session
     from mlprod.project.engine import EngineConfig
 
     folder = january_db.parent
     with duckdb.connect(str(january_db), read_only=True) as con:
+        for table in TABLES:
+            pq.write_table(con.table(table).to_arrow_table(), folder / f"{table}.parquet")
         planes = con.table("planes").to_arrow_table()
-        pq.write_table(con.table("airports").to_arrow_table(), folder / "airports.parquet")
     spark = session(EngineConfig(kind="spark", master="local[2]"))
     spark.createDataFrame(planes).createOrReplaceTempView("registry_planes")
 
     def spark_sources(config: dict[str, Any]) -> None:
         _spark(config)
-        config["sources"]["planes"]["from"] = {"kind": "spark", "table": "registry_planes"}
+        sources = config["sources"]
+        for name in ("flights", "weather"):
+            sources[name]["from"] = {"kind": "parquet", "path": str(folder / f"{name}.parquet")}
+        sources["planes"]["from"] = {"kind": "spark", "table": "registry_planes"}
         airports = {"kind": "spark", "format": "parquet", "path": str(folder / "airports.parquet")}
-        config["sources"]["airports"]["from"] = airports
+        sources["airports"]["from"] = airports
 
     try:
-        project = project_at("spark-kinds", spark_sources)
+        project = project_at("spark-sources", spark_sources)
         assert_same_matrix(project.build_features(AS_OF), duckdb_matrix)
 
         def broken(config: dict[str, Any]) -> None:
