@@ -246,3 +246,25 @@ def test_spark_settings_need_the_spark_engine(
 
     with pytest.raises(ConfigError, match="master and conf are Spark settings"):
         project_at("bad", lambda config: config.update(engine={"master": "local[2]"}))
+
+
+def test_spark_without_java_says_what_it_needs(tmp_path: Path) -> None:
+    """No Java: a clear error naming what Spark needs, not the gateway's traceback."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from mlprod.features.spark import session\n"
+        "from mlprod.project.engine import EngineConfig\n"
+        "from mlprod.errors import FeatureError\n"
+        "try:\n"
+        "    session(EngineConfig(kind='spark', master='local[1]'))\n"
+        "except FeatureError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "PATH": "/usr/bin/nonexistent"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "Spark needs Java 17 or later" in done.stdout, done.stderr

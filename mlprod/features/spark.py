@@ -66,7 +66,13 @@ def session(engine: EngineConfig) -> SparkSession:
     builder = SparkSession.builder.master(engine.master or "local[*]").appName("mlprod")
     for key, value in {**DEFAULTS, **engine.conf}.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # PySpark raises its own types for a JVM that will not start
+        raise FeatureError(
+            f"engine kind spark: cannot start Spark at master '{engine.master or 'local[*]'}' "
+            f"({_first_line(exc)}); Spark needs Java 17 or later (java on PATH or JAVA_HOME)"
+        ) from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
