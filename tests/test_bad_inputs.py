@@ -244,7 +244,7 @@ CASES = [
     Bad(
         "unknown-source-kind",
         "mlprod.yaml: sources.people.from: unknown kind 'excel'; expected one of 'csv', "
-        "'parquet', 'duckdb', 'postgres'",
+        "'parquet', 'duckdb', 'postgres', 'spark'",
         lambda c: c["sources"]["people"]["from"].update(kind="excel"),
     ),
     Bad(
