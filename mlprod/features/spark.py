@@ -3,14 +3,13 @@
 Spark reads a Parquet source (a local path or any Hadoop filesystem URL) and a ``kind:
 spark`` source itself and checks its contract; any other source is read and checked by
 DuckDB and handed over through Arrow (see :class:`SparkBuild`). Each stage of the plan is
-computed once and kept (``localCheckpoint``: its row ids must not be drawn twice), and the
-matrix is written as Parquet by Spark itself, not collected to the driver.
+computed once and persisted (its row ids must not be drawn twice), and the matrix is written
+as Parquet by Spark itself, not collected to the driver.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,7 +183,15 @@ def run_stages(
     output: Path,
     progress: ProgressCallback = NO_PROGRESS,
 ) -> list[StepTime]:
-    """Run the stages over the sources' temporary views; write the matrix to ``output``."""
+    """Run the stages over the sources' temporary views; write the matrix to ``output``.
+
+    Each stage is computed once, when it is made (its row ids are drawn once), and persisted
+    in memory and on disk with its lineage: a block evicted under memory pressure is
+    recomputed, which a local checkpoint cannot do (at 10x, its lost blocks failed the build).
+    A stage is released as soon as nothing later reads it.
+    """
+    from pyspark import StorageLevel
+
     from mlprod.features.matrix import StepTime
 
     task = progress.start("computing features on Spark", total=len(query.stages) + 1)
@@ -193,25 +200,32 @@ def run_stages(
     try:
         for stage in query.stages:
             started = time.perf_counter()
-            frame = _sql(spark, render(stage.select, "spark")).localCheckpoint(eager=True)
+            frame = _sql(spark, render(stage.select, "spark"))
+            frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+            frame.count()  # computed now: the step's time is its own
             frame.createOrReplaceTempView(stage.name)
             kept[stage.name] = frame
             times.append(
                 StepTime(stage.name, time.perf_counter() - started, stage.features, stage.prepares)
             )
             for name in stage.drop_after:
-                _forget(spark, kept, name)
+                _release(spark, kept, name)
             task.advance()
         started = time.perf_counter()
-        if output.exists():
-            shutil.rmtree(output)
-        _sql(spark, render(query.final, "spark")).write.parquet(str(output))
+        _sql(spark, render(query.final, "spark")).write.mode("overwrite").parquet(str(output))
         times.append(StepTime("result", time.perf_counter() - started, query.final_features, False))
     finally:
         for name in list(kept):
-            _forget(spark, kept, name)
+            _release(spark, kept, name)
     task.finish("features computed on Spark")
     return times
+
+
+def _release(spark: SparkSession, kept: dict[str, Any], name: str) -> None:
+    frame = kept.pop(name, None)
+    if frame is not None:
+        spark.catalog.dropTempView(name)
+        frame.unpersist()
 
 
 def read_matrix(output: Path) -> pa.Table:
@@ -235,13 +249,6 @@ def _sql(spark: SparkSession, text: str) -> Any:
         return spark.sql(text)
     except PySparkException as exc:
         raise FeatureError(f"computing the features on Spark failed: {_first_line(exc)}") from None
-
-
-def _forget(spark: SparkSession, kept: dict[str, Any], name: str) -> None:
-    frame = kept.pop(name, None)
-    if frame is not None:
-        spark.catalog.dropTempView(name)
-        frame.unpersist()
 
 
 def _first_line(exc: BaseException) -> str:
