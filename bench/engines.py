@@ -44,6 +44,17 @@ def main() -> None:
         "--timeout", type=float, default=1500.0, help="seconds one run may take (default 1500)"
     )
     parser.add_argument("--fresh-data", action="store_true", help="rewrite the data first")
+    parser.add_argument(
+        "--memory-limit",
+        help="DuckDB only: a memory_limit (e.g. 12GB) for mlprod's project and the hand SQL",
+    )
+    parser.add_argument(
+        "--spark-memory",
+        help="Spark only: spark.driver.memory (e.g. 4g) for mlprod's project and the hand SQL",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the section from the results kept"
+    )
     parser.add_argument("--worker", choices=("mlprod", "sql"), help=argparse.SUPPRESS)
     parser.add_argument("--project", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)

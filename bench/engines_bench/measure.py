@@ -49,6 +49,23 @@ class Runs:
         return {"method": self.method, "runs": self.runs, "error": self.error}
 
 
+ROOT_CAUSES = ("java.lang.OutOfMemoryError", "Not enough memory to build and broadcast")
+
+
+def root_cause(stderr: str) -> str:
+    """The line of a failed worker's output that says why: a JVM out of memory first (Spark
+    reports its consequences, lost blocks, a dead context, at more length), else the last
+    line of the Python traceback."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for cause in ROOT_CAUSES:
+        for line in lines:
+            if cause in line:
+                text = line[line.index(cause) :]
+                return text.split(". ", 1)[0]
+    tail = [line for line in lines if not line.startswith("at ")]
+    return tail[-1] if tail else "failed"
+
+
 def _partial(progress: Path) -> str:
     """How far an mlprod build got: stages done of the total, from its progress log."""
     if not progress.exists():
@@ -65,9 +82,7 @@ def _partial(progress: Path) -> str:
     return f"{done} of {total} steps of the plan done after {float(last):.0f} s"
 
 
-def run_worker(
-    runs: Runs, folder: Path, work: Path, timeout: float
-) -> Path:
+def run_worker(runs: Runs, folder: Path, work: Path, timeout: float) -> Path:
     """One run; the matrix's path (Arrow IPC). A failure or time-out sets ``runs.error``."""
     name = f"{runs.engine}-{runs.method}"
     output, report = work / f"{name}.arrow", work / f"{name}.json"
@@ -91,7 +106,10 @@ def run_worker(
     label = f"[bold]{runs.scale}x {runs.engine}[/] {LABELS[runs.method]}: run {len(runs.runs) + 1}"
     with console.status(label + " ..."):
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             start_new_session=True,
         )
         try:
@@ -103,9 +121,9 @@ def run_worker(
             runs.error = f"stopped after {timeout:.0f} s" + (f" ({got})" if got else "")
             console.print(f"  [red]{LABELS[runs.method]} {runs.error}[/]")
             return output
+    (work / f"{name}.stderr").write_text(stderr)
     if process.returncode != 0 or not report.exists():
-        lines = [line for line in stderr.strip().splitlines() if line.strip()]
-        runs.error = lines[-1] if lines else "failed"
+        runs.error = root_cause(stderr)
         console.print(f"  [red]{LABELS[runs.method]} failed[/]: {runs.error}")
         return output
     run = json.loads(report.read_text())

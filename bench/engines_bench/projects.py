@@ -9,15 +9,15 @@ in a schema of their own; loading them is not timed.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import yaml
-
 from flights.data import prepare_project
-from flights.settings import DATA_FILE, OUT
+from flights.settings import DATA_FILE, OUT, ROOT
 
 HERE = OUT / "engines"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -47,18 +47,27 @@ def url_for(method: str) -> str:
     return f"{POSTGRES_URL}?application_name={application(method)}"
 
 
-def engine_project(scale: int, engine: str) -> Path:
-    """A project folder for ``engine`` over the scale's data."""
+def engine_project(scale: int, engine: str, memory_limit: str | None = None) -> Path:
+    """A project folder for ``engine`` over the scale's data (DuckDB: with ``memory_limit``
+    if given, which the hand SQL then uses too)."""
     base = data_folder(scale)
-    folder = HERE / f"x{scale}-{engine}"
+    folder = (
+        HERE / f"x{scale}-{engine}"
+        if memory_limit is None
+        else HERE / (f"x{scale}-{engine}-{memory_limit}")
+    )
     (folder / "data").mkdir(parents=True, exist_ok=True)
     link = folder / DATA_FILE
     if not link.exists():
         link.symlink_to((base / DATA_FILE).resolve())
     config: dict[str, Any] = yaml.safe_load((base / "mlprod.yaml").read_text())
     config.pop("example_data", None)
+    if engine == "duckdb" and memory_limit is not None:
+        config["engine"] = {"memory_limit": memory_limit}
     if engine == "spark":
         config["engine"] = {"kind": "spark", "master": SPARK_MASTER}
+        if memory_limit is not None:
+            config["engine"]["conf"] = {"spark.driver.memory": memory_limit}
     elif engine == "postgres":
         config["engine"] = {"kind": "postgres"}
         for source in config["sources"].values():
@@ -70,6 +79,19 @@ def engine_project(scale: int, engine: str) -> Path:
             }
     (folder / "mlprod.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return folder
+
+
+def spark_conf_of(folder: Path) -> dict[str, str]:
+    """The project's ``engine.conf`` (Spark settings on top of mlprod's defaults)."""
+    config: dict[str, Any] = yaml.safe_load((folder / "mlprod.yaml").read_text())
+    return {str(k): str(v) for k, v in ((config.get("engine") or {}).get("conf") or {}).items()}
+
+
+def memory_limit_of(folder: Path) -> str | None:
+    """The project's DuckDB ``engine.memory_limit``, if it sets one."""
+    config: dict[str, Any] = yaml.safe_load((folder / "mlprod.yaml").read_text())
+    limit = (config.get("engine") or {}).get("memory_limit")
+    return str(limit) if limit is not None else None
 
 
 def load_postgres(scale: int) -> float:
@@ -109,3 +131,14 @@ def postgres_loaded(scale: int) -> bool:
             return False
         cursor.execute(f'SELECT count(*) FROM "{schema_name(scale)}".flights')
         return bool(cursor.fetchall()[0][0] == want)
+
+
+def revision() -> str:
+    """The commit measured, marked when mlprod/ has uncommitted changes."""
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "mlprod"], capture_output=True, text=True
+    ).stdout.strip()
+    return (commit or "?") + ("+changes" if dirty else "")

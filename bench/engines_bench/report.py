@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flights.report import machine
@@ -21,7 +22,16 @@ TARGET = 1.5
 
 
 def _entries(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return sorted(results.values(), key=lambda e: (e["scale"], ENGINE_ORDER[e["engine"]]))
+    return sorted(
+        results.values(),
+        key=lambda e: (e["scale"], ENGINE_ORDER[e["engine"]], e.get("variant") or ""),
+    )
+
+
+def label_of(entry: dict[str, Any]) -> str:
+    """The engine, and the setting that differs from its defaults, if any."""
+    variant = entry.get("variant")
+    return f"{entry['engine']} ({variant})" if variant else str(entry["engine"])
 
 
 def _best(method: dict[str, Any]) -> dict[str, Any] | None:
@@ -55,6 +65,20 @@ def _memory(method: dict[str, Any]) -> str:
     return f"{own:,.0f} MB"
 
 
+def cpu_of(run: dict[str, Any]) -> float:
+    """CPU seconds of the engine's processes: the worker, its JVM, the PostgreSQL server."""
+    return float(
+        run["cpu_seconds"] + run.get("jvm_cpu_seconds", 0.0) + run.get("server_cpu_seconds", 0.0)
+    )
+
+
+def cpu_ratio(entry: dict[str, Any]) -> float | None:
+    ours, hand = _best(entry["mlprod"]), _best(entry["sql"])
+    if ours is None or hand is None:
+        return None
+    return cpu_of(ours) / cpu_of(hand)
+
+
 def ratio(entry: dict[str, Any]) -> float | None:
     ours, hand = _best(entry["mlprod"]), _best(entry["sql"])
     if ours is None or hand is None:
@@ -80,14 +104,15 @@ def _rows(entry: dict[str, Any]) -> str:
 
 def results_table(results: dict[str, Any]) -> list[str]:
     lines = [
-        "| scale | engine | rows | mlprod s | hand SQL s | mlprod / hand | peak RSS mlprod | "
-        "peak RSS hand SQL | load (1 min) | agreement |",
-        "|" + "---|" * 10,
+        "| scale | engine | rows | mlprod s | hand SQL s | mlprod / hand | mlprod / hand, CPU | "
+        "peak RSS mlprod | peak RSS hand SQL | load (1 min) | agreement |",
+        "|" + "---|" * 11,
     ]
     for e in _entries(results):
         lines.append(
-            f"| {e['scale']}x | {e['engine']} | {_rows(e)} | {_seconds(e['mlprod'])} | "
-            f"{_seconds(e['sql'])} | {_fmt(ratio(e), 2, 'x')} | {_memory(e['mlprod'])} | "
+            f"| {e['scale']}x | {label_of(e)} | {_rows(e)} | {_seconds(e['mlprod'])} | "
+            f"{_seconds(e['sql'])} | {_fmt(ratio(e), 2, 'x')} | {_fmt(cpu_ratio(e), 2, 'x')} | "
+            f"{_memory(e['mlprod'])} | "
             f"{_memory(e['sql'])} | {e['load'][0]:.1f} | {_agreement(e)} |"
         )
     return lines
@@ -106,9 +131,30 @@ def steps_table(results: dict[str, Any]) -> list[str]:
         groups = grouped(best["steps"])
         cells = [_fmt(groups.get(g), 2) if g in groups else "-" for g in seen]
         lines.append(
-            f"| {e['scale']}x | {e['engine']} | " + " | ".join(cells) + f" | {best['seconds']:.2f} |"
+            f"| {e['scale']}x | {label_of(e)} | "
+            + " | ".join(cells)
+            + f" | {best['seconds']:.2f} |"
         )
     return lines
+
+
+def handover_note(results: dict[str, Any]) -> list[str]:
+    """Spark's hand-over is a step of its own in older mlprod, part of the first one since."""
+    inside = [
+        f"{e['scale']}x"
+        for e in _entries(results)
+        if e["engine"] == "spark"
+        and (best := _best(e["mlprod"]))
+        and not any(step["step"] == "sources to Spark" for step in best["steps"])
+    ]
+    if not inside:
+        return []
+    return [
+        f"On Spark at {', '.join(inside)}, mlprod hands the sources over while reading and "
+        "checking them (and runs the build's checks on Spark), so the hand-over is in the "
+        "first column there.",
+        "",
+    ]
 
 
 def hand_parts(results: dict[str, Any]) -> list[str]:
@@ -119,15 +165,50 @@ def hand_parts(results: dict[str, Any]) -> list[str]:
             continue
         parts = ", ".join(f"{k} {v:.2f} s" for k, v in best["timings"].items())
         lines.append(
-            f"- {e['scale']}x {e['engine']}: {best['seconds']:.2f} s"
+            f"- {e['scale']}x {label_of(e)}: {best['seconds']:.2f} s"
             + (f" ({parts})" if parts else " (one query, not split)")
         )
     return lines
 
 
+def _revisions(entry: dict[str, Any]) -> str:
+    """The mlprod commit(s) an entry was measured at (inferred from the time if not kept)."""
+    found = {r["revision"] for m in ("mlprod", "sql") for r in entry[m]["runs"] if "revision" in r}
+    if not found and "revision" in entry:
+        found = {entry["revision"]}
+    if found:
+        return ", ".join(sorted(found))
+    end = datetime.strptime(entry["measured_at"], "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
+    spent = sum(r["seconds"] + 30.0 for m in ("mlprod", "sql") for r in entry[m]["runs"])
+    start = end - timedelta(seconds=spent + 60.0)
+    log = subprocess.run(
+        ["git", "log", "--format=%h", f"--before={end.isoformat()}", "-1", "HEAD"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    during = subprocess.run(
+        [
+            "git",
+            "log",
+            "--format=%h",
+            f"--after={start.isoformat()}",
+            f"--before={end.isoformat()}",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if len(during) > 0:
+        return f"not kept; mlprod changed during these runs ({', '.join(reversed(during))})"
+    return f"{log[0] if log else '?'} (not kept; inferred from the time)"
+
+
 def extra_details(results: dict[str, Any]) -> list[str]:
     lines = []
     for e in _entries(results):
+        lines.append(
+            f"- {e['scale']}x {label_of(e)}: measured until {e['measured_at']}, mlprod at "
+            f"{_revisions(e)}"
+        )
         for method, label in (("mlprod", "mlprod"), ("sql", "hand SQL")):
             best = _best(e[method])
             if best is None:
@@ -141,7 +222,7 @@ def extra_details(results: dict[str, Any]) -> list[str]:
                     f"server CPU {best['server_cpu_seconds']:.1f} s over "
                     f"{best['server_processes']} server process(es)"
                 )
-            lines.append(f"- {e['scale']}x {e['engine']} {label}: " + "; ".join(parts))
+            lines.append(f"- {e['scale']}x {label_of(e)} {label}: " + "; ".join(parts))
         if e.get("postgres_load_seconds"):
             lines.append(
                 f"- {e['scale']}x postgres: loading the four tables took "
@@ -188,7 +269,9 @@ def render(results: dict[str, Any], quick: bool = False) -> str:
         HEADING,
         "",
         f"Generated by `bench/engines.py`{' --quick' if quick else ''}; measured "
-        f"{measured[0]} to {measured[-1]}." if measured else "",
+        f"{measured[0]} to {measured[-1]}."
+        if measured
+        else "",
         "",
         f"- Machine: {machine()}; other work shared it: the 1-minute load average at the "
         "start of each engine's runs is in the table (2 cores: a load above 2 means the "
@@ -199,7 +282,7 @@ def render(results: dict[str, Any], quick: bool = False) -> str:
         "as they are.",
         "- Each build runs in a process of its own; times are wall-clock seconds of the build "
         "alone (no imports; Spark's session is started before the clock, for both methods), "
-        f"best of 2 alternating runs when the first took under 150 s. mlprod is "
+        "best of 2 alternating runs when the first took under 150 s. mlprod is "
         "`Project.load(folder).build_matrix(as_of=2100-01-01)` on a copy of the project whose "
         "`engine` names the engine; it reads and checks the sources itself (DuckDB) before "
         "running the plan on the engine. The hand SQL runs on the same data, the same engine, "
@@ -210,6 +293,9 @@ def render(results: dict[str, Any], quick: bool = False) -> str:
         "peak, summed); PostgreSQL, the client process (the matrix arrives there) and the "
         "largest server process serving the build (sampled every 0.2 s; it counts the "
         "shared buffers it touched).",
+        "- CPU: seconds of CPU of the engine's processes in the best run (DuckDB: the worker; "
+        "Spark: the worker and the JVM; PostgreSQL: the worker and the server processes "
+        "serving it); steadier than wall time when other work shares the machine.",
         f"- Agreement: every column of the hand-written matrix against mlprod's on the same "
         f"engine, sorted by `flight_id`: floats within {RTOL:g} relative (plus {ATOL:g}), "
         "NULLs in the same places, the rest equal.",
@@ -222,7 +308,7 @@ def render(results: dict[str, Any], quick: bool = False) -> str:
     bad = [(e, line) for e in _entries(results) for line in e["agreement"]["bad"]]
     if bad:
         lines += ["### Disagreements", ""]
-        lines += [f"- {e['scale']}x {e['engine']}: {line}" for e, line in bad]
+        lines += [f"- {e['scale']}x {label_of(e)}: {line}" for e, line in bad]
         lines.append("")
     lines += [
         "### Where the time goes",
@@ -236,6 +322,7 @@ def render(results: dict[str, Any], quick: bool = False) -> str:
         "",
         *steps_table(results),
         "",
+        *handover_note(results),
         "The hand SQL (what could be timed apart):",
         "",
         *hand_parts(results),

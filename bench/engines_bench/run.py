@@ -15,13 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow.feather as feather
-
 from flights.agreement import compare
 from flights.settings import console
 
 from .measure import Runs, run_worker
-from .projects import HERE, data_folder, engine_project, load_postgres, postgres_loaded
-from .report import render, show
+from .projects import HERE, data_folder, engine_project, load_postgres, postgres_loaded, revision
+from .report import HEADING, render, show
 
 RESULTS_JSON = HERE / "results.json"
 SECOND_RUN_LIMIT = 150.0  # seconds: a slower first run is not repeated
@@ -35,9 +34,9 @@ def engines_for(scale: int, chosen: list[str], explicit: bool) -> list[str]:
 
 
 def measure_pair(
-    scale: int, engine: str, repeat: int, timeout: float
+    scale: int, engine: str, repeat: int, timeout: float, memory_limit: str | None = None
 ) -> tuple[dict[str, Runs], dict[str, Any]]:
-    folder = engine_project(scale, engine)
+    folder = engine_project(scale, engine, memory_limit)
     work = HERE / "results" / f"x{scale}"
     work.mkdir(parents=True, exist_ok=True)
     found = {m: Runs(m, engine, scale) for m in ("mlprod", "sql")}
@@ -64,7 +63,25 @@ def measure_pair(
     return found, agreement
 
 
+def write_report(results: dict[str, Any], quick: bool) -> str:
+    """The section, to RESULTS.md (or, for --quick, a file of its own); where it went."""
+    text = render(results, quick=quick)
+    if quick:
+        target = HERE / "RESULTS.quick.md"
+        target.write_text(text)
+        return str(target)
+    from results_md import RESULTS_MD, write_section
+
+    write_section(HEADING, text)
+    return str(RESULTS_MD)
+
+
 def run_benchmark(args: argparse.Namespace) -> None:
+    if args.report_only:
+        results = json.loads(RESULTS_JSON.read_text())
+        show(results)
+        console.print(f"wrote {write_report(results, quick=False)}")
+        return
     started = time.perf_counter()
     scales: list[int] = [1] if args.quick else sorted(set(args.scale))
     repeat = 1 if args.quick else args.repeat
@@ -87,11 +104,16 @@ def run_benchmark(args: argparse.Namespace) -> None:
             console.print(f"[bold]{scale}x[/]: PostgreSQL tables loaded in {loaded:.1f} s")
         for engine in engines:
             load_now = os.getloadavg()
-            found, agreement = measure_pair(scale, engine, repeat, args.timeout)
-            results[f"x{scale}-{engine}"] = {
+            limit = {"duckdb": args.memory_limit, "spark": args.spark_memory}.get(engine)
+            found, agreement = measure_pair(scale, engine, repeat, args.timeout, limit)
+            key = f"x{scale}-{engine}" + (f"-{limit}" if limit else "")
+            setting = "memory_limit" if engine == "duckdb" else "spark.driver.memory"
+            results[key] = {
                 "scale": scale,
                 "engine": engine,
+                "variant": f"{setting} {limit}" if limit else None,
                 "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "revision": revision(),
                 "load": list(load_now),
                 "postgres_load_seconds": loaded if engine == "postgres" else None,
                 "mlprod": found["mlprod"].to_dict(),
@@ -102,15 +124,4 @@ def run_benchmark(args: argparse.Namespace) -> None:
                 RESULTS_JSON.write_text(json.dumps(results, indent=1))
     elapsed = time.perf_counter() - started
     show(results)
-    text = render(results, quick=args.quick)
-    if args.quick:
-        target = HERE / "RESULTS.quick.md"
-        target.write_text(text)
-    else:
-        from results_md import write_section
-
-        from .report import HEADING
-
-        write_section(HEADING, text)
-        target = HERE.parent.parent / "RESULTS.md"
-    console.print(f"wrote {target}; this run {elapsed:.0f} s")
+    console.print(f"wrote {write_report(results, args.quick)}; this run {elapsed:.0f} s")

@@ -23,7 +23,6 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from flights.settings import DATA_FILE
 
 TABLES = ("flights", "weather", "planes", "airports")
@@ -240,8 +239,9 @@ ORDER BY s.t, s.flight_id
 """
 
 
-def spark_session(master: str = "local[2]") -> Any:
-    """A session with mlprod's own Spark settings (``mlprod.features.spark.DEFAULTS``)."""
+def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) -> Any:
+    """A session with mlprod's own Spark settings (``mlprod.features.spark.DEFAULTS``), and
+    ``conf`` on top, as mlprod applies a project's ``engine.conf``."""
     import os
 
     from pyspark.sql import SparkSession
@@ -250,7 +250,7 @@ def spark_session(master: str = "local[2]") -> Any:
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(master).appName("hand-sql")
-    for key, value in DEFAULTS.items():
+    for key, value in {**DEFAULTS, **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")

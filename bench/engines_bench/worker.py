@@ -28,11 +28,19 @@ from typing import Any
 import psutil
 import pyarrow as pa
 import pyarrow.feather as feather
-
 from flights.measure import peak_rss_mb
 from flights.settings import AS_OF
 
-from .projects import POSTGRES_URL, SPARK_MASTER, application, schema_name, url_for
+from .projects import (
+    POSTGRES_URL,
+    SPARK_MASTER,
+    application,
+    memory_limit_of,
+    revision,
+    schema_name,
+    spark_conf_of,
+    url_for,
+)
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -130,18 +138,37 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _start_spark(method: str) -> float:
+def _start_spark(method: str, folder: Path) -> float:
+    """Start the JVM before the clock, with the project's settings (as the build will ask)."""
     started = time.perf_counter()
+    conf = spark_conf_of(folder)
     if method == "mlprod":
         from mlprod.features.spark import session
         from mlprod.project.engine import EngineConfig
 
-        session(EngineConfig(kind="spark", master=SPARK_MASTER))
+        session(EngineConfig(kind="spark", master=SPARK_MASTER, conf=conf))
     else:
         from .spark_sql import spark_session
 
-        spark_session(SPARK_MASTER)
+        spark_session(SPARK_MASTER, conf)
     return time.perf_counter() - started
+
+
+def _duckdb_limited(folder: Path, limit: str) -> pa.Table:
+    """The DuckDB hand SQL under the memory limit mlprod's project sets, spilling where
+    mlprod spills (``<project>/.mlprod/spill``)."""
+    import duckdb
+    from flights.hand_sql import HAND_SQL
+    from flights.settings import DATA_FILE
+
+    spill = folder / ".mlprod" / "spill"
+    spill.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(folder / DATA_FILE), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET memory_limit = ?", [limit])
+        con.execute("SET temp_directory = ?", [str(spill)])
+        table: pa.Table = con.sql(HAND_SQL).to_arrow_table()
+    return table
 
 
 def _build(
@@ -156,7 +183,10 @@ def _build(
     if engine == "duckdb":
         from flights.hand_sql import run_sql
 
-        return run_sql(folder, timings), []
+        limit = memory_limit_of(folder)
+        if limit is None:
+            return run_sql(folder, timings), []
+        return _duckdb_limited(folder, limit), []
     if engine == "spark":
         from .spark_sql import run_spark_sql
 
@@ -169,9 +199,9 @@ def _build(
 def worker(method: str, engine: str, scale: int, folder: Path, output: Path, report: Path) -> None:
     """Build the matrix once; write it and the measurements."""
     if method == "mlprod":  # imported outside the timed region, like the hand path's libraries
-        import mlprod  # noqa: F401
+        import mlprod
         import mlprod.features.matrix  # noqa: F401
-    jvm_start = _start_spark(method) if engine == "spark" else None
+    jvm_start = _start_spark(method, folder) if engine == "spark" else None
     baseline = peak_rss_mb()
     timings: dict[str, float] = {}
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -203,6 +233,7 @@ def worker(method: str, engine: str, scale: int, folder: Path, output: Path, rep
         "columns": table.num_columns,
         "timings": timings,
         "steps": steps,
+        "revision": revision(),
     }
     if engine == "spark":
         result["jvm_start_seconds"] = jvm_start
