@@ -97,3 +97,18 @@ def test_a_function_without_translation_is_refused(engine: str) -> None:
         FeatureError, match=rf"jaro_similarity\(\) has no translation for the {engine} engine"
     ):
         engine_matrix(features, _events(), [], engine=engine)
+
+
+@pytest.mark.parametrize(
+    ("engine", "said"),
+    [
+        ("spark", r"on Spark failed: \[CAST_INVALID_INPUT\] The value 'ab'"),
+        ("postgres", 'in PostgreSQL failed: invalid input syntax for type bigint: "a"'),
+    ],
+)
+def test_a_value_that_fails_is_one_clear_error(engine: str, said: str) -> None:
+    """A cast of a bad value fails where it runs, said in one line, not a JVM traceback."""
+    features = [{"name": "number", "kind": "expr", "expr": "CAST(k AS BIGINT)"}]
+    with pytest.raises(FeatureError, match=rf"computing the features {said}") as caught:
+        engine_matrix(features, _events(), [], engine=engine)
+    assert "\n" not in str(caught.value)

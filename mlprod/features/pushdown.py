@@ -138,7 +138,11 @@ def run_stages(
         task.advance()
     started = time.perf_counter()
     execute(cursor, render(query.final, "postgres"))
-    table = _numeric_as_decimal(cursor.fetch_arrow_table())
+    try:  # the driver runs the statement as its rows are fetched: errors arrive here
+        fetched = cursor.fetch_arrow_table()
+    except Exception as exc:  # the driver raises its own error types
+        raise _failed(exc) from None
+    table = _numeric_as_decimal(fetched)
     times.append(StepTime("result", time.perf_counter() - started, query.final_features, False))
     for name in query.final_drops:
         execute(cursor, render(exp.Drop(tables=[sql.table(name)], kind="TABLE"), "postgres"))
@@ -196,5 +200,11 @@ def execute(cursor: Any, text: str) -> None:
     try:
         cursor.execute(text)
     except Exception as exc:  # the driver raises its own error types
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FeatureError(f"computing the features in PostgreSQL failed: {message}") from None
+        raise _failed(exc) from None
+
+
+def _failed(exc: Exception) -> FeatureError:
+    """The server's own words (``invalid input syntax ...``), without the driver's prefixes."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    said = text.split("ERROR:", 1)[-1].strip()
+    return FeatureError(f"computing the features in PostgreSQL failed: {said}")

@@ -190,7 +190,9 @@ def run_stages(
     recomputed, which a local checkpoint cannot do (at 10x, its lost blocks failed the build).
     A stage is released as soon as nothing later reads it.
     """
+    from py4j.protocol import Py4JError
     from pyspark import StorageLevel
+    from pyspark.errors import PySparkException
 
     from mlprod.features.matrix import StepTime
 
@@ -214,6 +216,8 @@ def run_stages(
         started = time.perf_counter()
         _sql(spark, render(query.final, "spark")).write.mode("overwrite").parquet(str(output))
         times.append(StepTime("result", time.perf_counter() - started, query.final_features, False))
+    except (PySparkException, Py4JError) as exc:  # data-dependent, e.g. a cast of a bad value
+        raise FeatureError(f"computing the features on Spark failed: {_first_line(exc)}") from None
     finally:
         for name in list(kept):
             _release(spark, kept, name)
