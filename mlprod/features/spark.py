@@ -217,7 +217,13 @@ def run_stages(
         _sql(spark, render(query.final, "spark")).write.mode("overwrite").parquet(str(output))
         times.append(StepTime("result", time.perf_counter() - started, query.final_features, False))
     except (PySparkException, Py4JError) as exc:  # data-dependent, e.g. a cast of a bad value
-        raise FeatureError(f"computing the features on Spark failed: {_first_line(exc)}") from None
+        said = _first_line(exc)
+        if "OutOfMemoryError" in said or "Not enough memory" in said:
+            said += (
+                "; give Spark more memory in engine.conf: spark.driver.memory in local mode "
+                "(Spark's default is 1g), spark.executor.memory on a cluster"
+            )
+        raise FeatureError(f"computing the features on Spark failed: {said}") from None
     finally:
         for name in list(kept):
             _release(spark, kept, name)
