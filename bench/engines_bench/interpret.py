@@ -105,7 +105,7 @@ def _memory_failures(entries: list[dict[str, Any]]) -> list[str]:
         )
         lines.append(
             f"- {e['scale']}x {e['engine']} with its default settings: {' and '.join(failed)} "
-            f"ran out of memory{instead}."
+            f"did not finish for lack of memory{instead}."
         )
     return lines
 

@@ -198,7 +198,9 @@ def _revisions(entry: dict[str, Any]) -> str:
         text=True,
     ).stdout.split()
     if len(during) > 0:
-        return f"not kept; mlprod changed during these runs ({', '.join(reversed(during))})"
+        return (
+            f"a commit not kept; mlprod changed during these runs ({', '.join(reversed(during))})"
+        )
     return f"{log[0] if log else '?'} (not kept; inferred from the time)"
 
 
