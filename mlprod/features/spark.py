@@ -185,13 +185,11 @@ def run_stages(
 ) -> list[StepTime]:
     """Run the stages over the sources' temporary views; write the matrix to ``output``.
 
-    Each stage is computed once, when it is made (its row ids are drawn once), and persisted
-    in memory and on disk with its lineage: a block evicted under memory pressure is
-    recomputed, which a local checkpoint cannot do (at 10x, its lost blocks failed the build).
-    A stage is released as soon as nothing later reads it.
+    Each stage is computed once, when it is made (its row ids are drawn once), and kept as a
+    local checkpoint, released as soon as nothing later reads it. (A local checkpoint's block
+    evicted under memory pressure cannot be recomputed: give Spark enough memory.)
     """
     from py4j.protocol import Py4JError
-    from pyspark import StorageLevel
     from pyspark.errors import PySparkException
 
     from mlprod.features.matrix import StepTime
@@ -202,9 +200,7 @@ def run_stages(
     try:
         for stage in query.stages:
             started = time.perf_counter()
-            frame = _sql(spark, render(stage.select, "spark"))
-            frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
-            frame.count()  # computed now: the step's time is its own
+            frame = _sql(spark, render(stage.select, "spark")).localCheckpoint(eager=True)
             frame.createOrReplaceTempView(stage.name)
             kept[stage.name] = frame
             times.append(
