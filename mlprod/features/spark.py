@@ -3,7 +3,7 @@
 Spark reads a Parquet source (a local path or any Hadoop filesystem URL) and a ``kind:
 spark`` source itself and checks its contract; any other source is read and checked by
 DuckDB and handed over through Arrow (see :class:`SparkBuild`). Each stage of the plan is
-computed once and persisted (its row ids must not be drawn twice), and the matrix is written
+computed once and checkpointed (its row ids must not be drawn twice), and the matrix is written
 as Parquet by Spark itself, not collected to the driver.
 """
 
