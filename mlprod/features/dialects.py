@@ -34,7 +34,6 @@ from mlprod.errors import FeatureError
 Engine = Literal["duckdb", "spark", "postgres"]
 Statement = TypeVar("Statement", bound=exp.Expr)
 ENGINES: tuple[Engine, ...] = ("duckdb", "spark", "postgres")
-DIALECTS: dict[Engine, str] = {"duckdb": "duckdb", "spark": "spark", "postgres": "postgres"}
 _SPANS = {
     "to_weeks": "WEEK",
     "to_days": "DAY",
@@ -78,7 +77,8 @@ def for_engine(query: Statement, engine: Engine) -> Statement:
 
 
 def render(query: exp.Expr, engine: Engine, pretty: bool = False) -> str:
-    return query.sql(dialect=DIALECTS[engine], pretty=pretty, identify=True)
+    """The statement as ``engine``'s SQL (each engine's name is its sqlglot dialect)."""
+    return query.sql(dialect=engine, pretty=pretty, identify=True)
 
 
 # --- as-of joins ---------------------------------------------------------------------------
@@ -398,10 +398,6 @@ def _whole(node: exp.Floor | exp.Ceil, engine: Engine) -> exp.Expr | None:
     )
 
 
-def _median(node: exp.Median, engine: Engine) -> exp.Expr | None:
-    return None  # sqlglot writes Spark's median and PostgreSQL's percentile_cont(0.5)
-
-
 def _row_number(node: exp.Window, engine: Engine) -> exp.Expr | None:
     """``row_number() OVER ()``, which Spark refuses without an order: the rows' own order."""
     if engine != "spark" or not isinstance(node.this, exp.RowNumber) or node.args.get("order"):
@@ -423,7 +419,6 @@ _HANDLERS: dict[type[exp.Expr], _Handler] = {
     exp.ToDays: lambda node, engine: _span(node.this, "DAY"),
     exp.Div: _divide,  # type: ignore[dict-item]
     exp.IntDiv: _integer_divide,  # type: ignore[dict-item]
-    exp.Median: _median,  # type: ignore[dict-item]
     exp.Round: _round,  # type: ignore[dict-item]
     exp.Floor: _whole,  # type: ignore[dict-item]
     exp.Ceil: _whole,  # type: ignore[dict-item]
