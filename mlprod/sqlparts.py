@@ -66,20 +66,31 @@ def coalesce0(value: exp.Expr) -> exp.Expr:
 def window(
     function: exp.Expr,
     partition: list[exp.Expr],
-    order: exp.Expr | None = None,
+    order: exp.Expr | list[exp.Expr] | None = None,
     frame: exp.WindowSpec | None = None,
     descending: bool = False,
 ) -> exp.Window:
     ordered = None
     if order is not None:
+        items = order if isinstance(order, list) else [order]
         ordered = exp.Order(
-            expressions=[exp.Ordered(this=order, desc=descending, nulls_first=False)]
+            expressions=[exp.Ordered(this=o, desc=descending, nulls_first=False) for o in items]
         )
     return exp.Window(this=function, partition_by=partition, order=ordered, spec=frame, over="OVER")
 
 
 def running_total() -> exp.WindowSpec:
     return exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW")
+
+
+def whole_partition() -> exp.WindowSpec:
+    return exp.WindowSpec(
+        kind="ROWS",
+        start="UNBOUNDED",
+        start_side="PRECEDING",
+        end="UNBOUNDED",
+        end_side="FOLLOWING",
+    )
 
 
 def strictly_before(span: timedelta) -> exp.WindowSpec:

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Protocol
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
-from mlprod.features.blocked import BLOCKED, BlockedTotals, blocked_value
+from mlprod.features.blocked import BLOCKED, BlockedTotals, blocked_value, key_medians
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
+from mlprod.features.streamed import STREAMED, distinct_counts, window_parts, window_totals
 from mlprod.project.config import AggregateFeature
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class AggregateGroup:
     nodes: list[Node] = field(default_factory=list)
     values: dict[str, exp.Expr] = field(default_factory=dict)  # distinct values: __v0, __v1..
     blocks: dict[timedelta, BlockedTotals] = field(default_factory=dict)
+    streamed: bool = False  # no ASOF JOIN: totals from streams (see mlprod.features.streamed)
 
     @property
     def prefix(self) -> str:
@@ -84,6 +86,9 @@ class AggregateGroup:
     def _blocked(self, node: Node) -> bool:
         return self._feature(node).function in BLOCKED
 
+    def function(self, node: Node) -> str:
+        return self._feature(node).function
+
     def _feature(self, node: Node) -> AggregateFeature:
         assert isinstance(node.feature, AggregateFeature)
         return node.feature
@@ -91,6 +96,9 @@ class AggregateGroup:
     # --- CTEs that depend on the source only ---------------------------------------------
 
     def add_source_ctes(self, query: CteSink) -> None:
+        if self.streamed:
+            self._add_streamed_source_ctes(query)
+            return
         for window in sorted({self._feature(n).window for n in self.nodes if self._blocked(n)}):
             members = [
                 n for n in self.nodes if self._blocked(n) and self._feature(n).window == window
@@ -116,11 +124,29 @@ class AggregateGroup:
         for i, window in sorted(distinct):
             query.add(self._distinct_table(i, window), self._distinct_totals(i, window))
 
+    def _add_streamed_source_ctes(self, query: CteSink) -> None:
+        """The tables streamed totals read: medians to shift by, latest values (as-of)."""
+        shifted = sorted({self.value_index(n) for n in self.nodes if self.function(n) == "std"})
+        if shifted:
+            query.add(f"{self.prefix}_shift", key_medians(self, shifted))
+        for i in sorted({self.value_index(n) for n in self.nodes if self.function(n) == "last"}):
+            query.add(f"{self.prefix}_last{i}", self._latest_values(i))
+
     def _distinct_table(self, i: int, window: timedelta) -> str:
         return f"{self.prefix}_distinct{i}_{window // sql.MICROSECOND}"
 
     def _distinct_totals(self, i: int, window: timedelta) -> exp.Select:
-        """Running count of the distinct values of ``__v<i>`` seen in the last ``window``.
+        """Running count of the distinct values of ``__v<i>`` seen in the last ``window``."""
+        keys = [sql.col(f"__k{j}") for j in range(len(self.pairs))]
+        return exp.select(
+            *[k.copy() for k in keys],
+            sql.col("__at"),
+            sql.alias(self._running(sql.col("__d"), keys), "__d"),
+        ).from_(sql.subquery(self.distinct_events(i, window), "__per_time"))
+
+    def distinct_events(self, i: int, window: timedelta) -> exp.Select:
+        """The changes ``__d`` to the distinct count of ``__v<i>`` in the last ``window``, per
+        key and time: their running total is the count.
 
         A row arrives at its time ``a`` (+1) and expires (-1) at ``min(a + window, a')``,
         where ``a'`` is the time of the same key and value's next row: from then on that next
@@ -147,7 +173,7 @@ class AggregateGroup:
             sql.alias(_unnest(arrive, expire), "__at"),
             sql.alias(_unnest(exp.Literal.number(1), exp.Literal.number(-1)), "__d"),
         ).from_(sql.subquery(rows, "__rows"))
-        per_time = (
+        return (
             exp.select(
                 *[k.copy() for k in keys],
                 sql.col("__at"),
@@ -156,11 +182,6 @@ class AggregateGroup:
             .from_(sql.subquery(events, "__events"))
             .group_by(*[k.copy() for k in keys], sql.col("__at"))
         )
-        return exp.select(
-            *[k.copy() for k in keys],
-            sql.col("__at"),
-            sql.alias(self._running(sql.col("__d"), keys), "__d"),
-        ).from_(sql.subquery(per_time, "__per_time"))
 
     def _rows(self, select: exp.Select) -> exp.Select:
         """Drop rows with a null key: they can never match a spine row."""
@@ -249,6 +270,10 @@ class AggregateGroup:
 
         framed: dict[tuple[timedelta, timedelta], list[Node]] = {}
         block_totals: dict[tuple[timedelta, timedelta], dict[str, exp.Expr]] = {}
+        if self.streamed:
+            select, members, columns = self._join_streamed(
+                query, select, previous, members, compiler
+            )
         for node in members:
             feature = self._feature(node)
             if feature.function in BLOCKED:
@@ -283,12 +308,62 @@ class AggregateGroup:
         for (lag, window), nodes in framed.items():
             micros = f"{lag // sql.MICROSECOND}_{window // sql.MICROSECOND}"
             name = f"{self.prefix}_frame{micros}_{previous}"
-            query.add(name, self._framed(previous, lag, window, nodes, compiler))
-            on = exp.EQ(this=sql.col("__row", name), expression=sql.col("__row", PREV))
-            select = select.join(sql.table(name), on=on, join_type="left")
+            framed_rows = self._framed(previous, lag, window, nodes, compiler)
+            select = self._join_row(query, select, name, framed_rows)
             for node in nodes:
                 columns.append(sql.alias(sql.col(f"__f_{node.name}", name), f"__f_{node.name}"))
         return select, columns
+
+    def _join_streamed(
+        self,
+        query: CteSink,
+        select: exp.Select,
+        previous: str,
+        members: list[Node],
+        compiler: MatrixCompiler,
+    ) -> tuple[exp.Select, list[Node], list[exp.Expr]]:
+        """Join the streamed totals of ``members`` (see :mod:`mlprod.features.streamed`);
+        return the members left to the other strategies."""
+        columns: list[exp.Expr] = []
+        by_window: dict[tuple[timedelta, timedelta], list[Node]] = {}
+        rest = []
+        for node in members:
+            feature = self._feature(node)
+            if feature.function in STREAMED:
+                by_window.setdefault((feature.window, feature.lag), []).append(node)
+            elif feature.function == "count_distinct":
+                i = self.value_index(node)
+                name = f"{self._distinct_table(i, feature.window)}_{feature.lag // sql.MICROSECOND}"
+                name = f"{name}_{previous}"
+                counts = distinct_counts(self, i, feature.window, feature.lag, previous, compiler)
+                select = self._join_row(query, select, name, counts)
+                columns.append(sql.alias(sql.col("__d", name), f"__f_{node.name}"))
+            else:
+                rest.append(node)
+        for (window, lag), nodes in by_window.items():
+            micros = f"{window // sql.MICROSECOND}_{lag // sql.MICROSECOND}"
+            name = f"{self.prefix}_window{micros}_{previous}"
+            totals = window_totals(self, window, lag, nodes, previous, compiler)
+            select = self._join_row(query, select, name, totals)
+            parts: dict[str, exp.Expr] = {p: sql.col(p, name) for p in window_parts(self, nodes)}
+            for node in nodes:
+                function, i = self.function(node), self.value_index(node)
+                value: exp.Expr
+                if function == "count":
+                    value = exp.cast(parts["__n" if i < 0 else f"__c{i}"], exp.DataType.Type.BIGINT)
+                else:
+                    value = blocked_value(function, i, parts)
+                columns.append(sql.alias(value, f"__f_{node.name}"))
+        return select, rest, columns
+
+    @staticmethod
+    def _join_row(query: CteSink, select: exp.Select, name: str, table: exp.Select) -> exp.Select:
+        """Add ``table`` (one row per spine row) as a CTE and LEFT JOIN it by row id."""
+        if name in {j.alias_or_name for j in select.args.get("joins") or []}:
+            return select
+        query.add(name, table)
+        on = exp.EQ(this=sql.col("__row", name), expression=sql.col("__row", PREV))
+        return select.join(sql.table(name), on=on, join_type="left")
 
     def _asof(
         self, select: exp.Select, table: str, name: str, offset: timedelta, compiler: MatrixCompiler
@@ -396,14 +471,17 @@ def effective_value(node: Node) -> exp.Expr | None:
     return exp.paren(sql.case_when(node.filter.copy(), kept), copy=False)
 
 
-def aggregate_groups(nodes: list[Node], graph: FeatureGraph) -> list[AggregateGroup]:
-    """Group aggregate features that can share their scans of a source."""
+def aggregate_groups(
+    nodes: list[Node], graph: FeatureGraph, streamed: bool = False
+) -> list[AggregateGroup]:
+    """Group aggregate features that can share their scans of a source (``streamed``: for an
+    engine without ASOF JOIN)."""
     groups: dict[tuple[str, Pairs], AggregateGroup] = {}
     for node in nodes:
         feature = node.feature
         assert isinstance(feature, AggregateFeature)
         key = (feature.source, tuple(feature.key_pairs()))
         if key not in groups:
-            groups[key] = AggregateGroup(len(groups), key[0], key[1], graph)
+            groups[key] = AggregateGroup(len(groups), key[0], key[1], graph, streamed=streamed)
         groups[key].add(node)
     return list(groups.values())

@@ -41,12 +41,8 @@ class BlockedTotals:
     def name(self) -> str:
         return f"{self.group.prefix}_blocks{self.window // sql.MICROSECOND}"
 
-    @property
-    def width(self) -> exp.Expr:
-        return exp.Literal.number(self.window // sql.MICROSECOND)
-
     def block_of(self, time: exp.Expr) -> exp.Expr:
-        return exp.IntDiv(this=exp.func("epoch_us", time), expression=self.width)
+        return block_of(time, self.window)
 
     def add_ctes(self, query: CteSink) -> None:
         keys = [sql.col(f"__k{i}") for i in range(len(self.group.pairs))]
@@ -55,18 +51,7 @@ class BlockedTotals:
         for i in self.values:
             base = base.select(sql.alias(values[i], f"__v{i}"))
         if self.shifted:
-            medians = (
-                exp.select(
-                    *keys,
-                    *[
-                        sql.alias(exp.func("median", sql.col(f"__v{i}")), f"__m{i}")
-                        for i in self.shifted
-                    ],
-                )
-                .from_(sql.subquery(base.copy(), "__rows"))
-                .group_by(*[k.copy() for k in keys])
-            )
-            query.add(f"{self.name}_shift", medians)
+            query.add(f"{self.name}_shift", key_medians(self.group, self.shifted))
         per_time = exp.select(
             *[k.copy() for k in keys],
             sql.col("__at"),
@@ -182,6 +167,25 @@ class BlockedTotals:
             for part in self.parts()
         }
         return select, totals
+
+
+def key_medians(group: AggregateGroup, indices: list[int]) -> exp.Select:
+    """Each key's median of the values ``indices`` (``__m<i>``): the shift of their sums."""
+    keys = [sql.col(f"__k{i}") for i in range(len(group.pairs))]
+    values = group._parsed_values()
+    rows = group._base().select(*[sql.alias(values[i], f"__v{i}") for i in indices])
+    medians = [sql.alias(exp.func("median", sql.col(f"__v{i}")), f"__m{i}") for i in indices]
+    return (
+        exp.select(*keys, *medians)
+        .from_(sql.subquery(rows, "__rows"))
+        .group_by(*[k.copy() for k in keys])
+    )
+
+
+def block_of(time: exp.Expr, window: timedelta) -> exp.Expr:
+    """The number of the block of length ``window`` (aligned on the epoch) holding ``time``."""
+    width = exp.Literal.number(window // sql.MICROSECOND)
+    return exp.IntDiv(this=exp.func("epoch_us", time), expression=width)
 
 
 def blocked_value(function: str, i: int, totals: dict[str, exp.Expr]) -> exp.Expr:

@@ -156,7 +156,7 @@ class MatrixCompiler:
         self, events: Events, names: list[str] | None = None, engine: Engine = "duckdb"
     ) -> StagedQuery:
         """The same query in stages (see :class:`StagedQuery`), for ``engine``."""
-        query, tables = self._build(events, names)
+        query, tables = self._build(events, names, engine)
         return staged(for_engine(query, engine), tables)
 
     def training_query(
@@ -198,7 +198,8 @@ class MatrixCompiler:
         training: TrainingEvents | None = None,
         engine: Engine = "duckdb",
     ) -> str:
-        query = self.training_query(as_of, names, training)
+        events = self.training_events(as_of, names, training)
+        query = self._build(events, names, engine)[0]
         return render(for_engine(query, engine), engine, pretty=True)
 
     # --- stages ------------------------------------------------------------------------
@@ -207,19 +208,25 @@ class MatrixCompiler:
         wanted = self.graph.closure(names) if names else list(self.graph.nodes)
         return [self.graph.nodes[name] for name in wanted]
 
-    def _build(self, events: Events, names: list[str] | None) -> tuple[exp.Select, set[str]]:
-        """The query, and which of its CTEs hold one row per event."""
+    def _build(
+        self, events: Events, names: list[str] | None, engine: Engine = "duckdb"
+    ) -> tuple[exp.Select, set[str]]:
+        """The query (still in DuckDB's SQL: see :func:`for_engine`), and which of its CTEs
+        hold one row per event. Engines without ASOF JOIN get streamed aggregates."""
         nodes = self._nodes(names)
         query = _Query()
-        return self._query(query, events, nodes), query.tables
+        return self._query(query, events, nodes, engine != "duckdb"), query.tables
 
-    def _query(self, query: _Query, events: Events, nodes: list[Node]) -> exp.Select:
+    def _query(
+        self, query: _Query, events: Events, nodes: list[Node], streamed: bool
+    ) -> exp.Select:
         query.add("__spine", events.select, materialized=True)
         previous = "__spine"
         by_level: dict[int, list[Node]] = defaultdict(list)
         for node in nodes:
             by_level[node.level].append(node)
-        groups = aggregate_groups([n for n in nodes if n.feature.kind == "aggregate"], self.graph)
+        aggregates = [n for n in nodes if n.feature.kind == "aggregate"]
+        groups = aggregate_groups(aggregates, self.graph, streamed)
         for group in groups:
             group.add_source_ctes(query)
         for level in sorted(by_level):

@@ -37,49 +37,99 @@ WITH "__spine" AS MATERIALIZED (
         ) * INTERVAL '1 MINUTE'
       ) AS TIMESTAMP) < CAST('9999-01-01 00:00:00' AS TIMESTAMP)
     )
-), "__agg_0_totals" AS (
-  SELECT
-    "__k0",
-    "__at",
-    SUM("__c0") OVER (
-      PARTITION BY "__k0"
-      ORDER BY "__at" ASC
-      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-    ) AS "__c0"
-  FROM (
-    SELECT
-      "origin" AS "__k0",
-      CAST((
-        "time_hour" + (
-          "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
-        ) * INTERVAL '1 MINUTE'
-      ) AS TIMESTAMP) AS "__at",
-      COUNT((
-        CASE WHEN (
-          "dep_delay" >= 15
-        ) THEN 1 END
-      )) AS "__c0"
-    FROM "flights"
-    WHERE
-      NOT CAST((
-        "time_hour" + (
-          "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
-        ) * INTERVAL '1 MINUTE'
-      ) AS TIMESTAMP) IS NULL
-      AND NOT "origin" IS NULL
-    GROUP BY
-      "__k0",
-      "__at"
-  ) AS "__per_time"
 ), "__level_1" AS MATERIALIZED (
   SELECT
     "__p".*,
     "__p"."origin" AS "__f_origin"
   FROM "__spine" AS "__p"
+), "__agg_0_window10800000000_0___level_1" AS (
+  SELECT
+    "__row",
+    SUM(
+      CASE
+        WHEN "__hi" = 1
+        THEN COALESCE("__c0_before", 0)
+        ELSE COALESCE("__c0_block", 0) - COALESCE("__c0_before", 0)
+      END
+    ) AS "__c0"
+  FROM (
+    SELECT
+      "__row",
+      "__hi",
+      SUM("__c0") OVER (
+        PARTITION BY "__k0", "__blk"
+        ORDER BY "__at" ASC, "__side" ASC
+        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+      ) AS "__c0_before",
+      SUM("__c0") OVER (
+        PARTITION BY "__k0", "__blk"
+        ORDER BY "__at" ASC, "__side" ASC
+        ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+      ) AS "__c0_block"
+    FROM (
+      SELECT
+        "__rows"."__k0",
+        "__rows"."__at",
+        CAST(DIV(CAST(EXTRACT(EPOCH FROM "__rows"."__at") * 1000000 AS BIGINT), 10800000000) AS BIGINT) AS "__blk",
+        1 AS "__side",
+        CAST(NULL AS BIGINT) AS "__row",
+        CAST(NULL AS INT) AS "__hi",
+        CASE WHEN NOT "__rows"."__v0" IS NULL THEN 1 ELSE 0 END AS "__c0"
+      FROM (
+        SELECT
+          "origin" AS "__k0",
+          CAST((
+            "time_hour" + (
+              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+            ) * INTERVAL '1 MINUTE'
+          ) AS TIMESTAMP) AS "__at",
+          (
+            CASE WHEN (
+              "dep_delay" >= 15
+            ) THEN 1 END
+          ) AS "__v0"
+        FROM "flights"
+        WHERE
+          NOT CAST((
+            "time_hour" + (
+              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+            ) * INTERVAL '1 MINUTE'
+          ) AS TIMESTAMP) IS NULL
+          AND NOT "origin" IS NULL
+      ) AS "__rows"
+      UNION ALL
+      SELECT
+        "__p"."__f_origin" AS "__k0",
+        "__p"."__t" AS "__at",
+        CAST(DIV(CAST(EXTRACT(EPOCH FROM "__p"."__t") * 1000000 AS BIGINT), 10800000000) AS BIGINT) AS "__blk",
+        0 AS "__side",
+        "__p"."__row" AS "__row",
+        1 AS "__hi",
+        CAST(NULL AS BIGINT) AS "__c0"
+      FROM "__level_1" AS "__p"
+      UNION ALL
+      SELECT
+        "__p"."__f_origin" AS "__k0",
+        "__p"."__t" - INTERVAL '3 HOUR' AS "__at",
+        CAST(DIV(
+          CAST(EXTRACT(EPOCH FROM "__p"."__t" - INTERVAL '3 HOUR') * 1000000 AS BIGINT),
+          10800000000
+        ) AS BIGINT) AS "__blk",
+        0 AS "__side",
+        "__p"."__row" AS "__row",
+        0 AS "__hi",
+        CAST(NULL AS BIGINT) AS "__c0"
+      FROM "__level_1" AS "__p"
+    ) AS "__stream"
+  ) AS "__windowed"
+  WHERE
+    NOT "__row" IS NULL
+  GROUP BY
+    "__row"
 ), "__agg_0_probe_2" AS (
   SELECT
     "__p"."__row",
-    CAST(COALESCE("__agg_0_at0___level_1"."__c0", 0) - COALESCE("__agg_0_at1___level_1"."__c0", 0) AS BIGINT) AS "__f_origin_delayed_3h"
+    CAST("__agg_0_window10800000000_0___level_1"."__c0" AS BIGINT) AS "__f_origin_delayed_3h"
   FROM (
     SELECT
       "__row",
@@ -87,102 +137,8 @@ WITH "__spine" AS MATERIALIZED (
       "__f_origin"
     FROM "__level_1"
   ) AS "__p"
-  LEFT JOIN (
-    SELECT
-      "__row",
-      "__m"
-    FROM (
-      SELECT
-        "__row",
-        "__side",
-        MAX(CASE WHEN "__side" = 1 THEN "__at" END) OVER (
-          PARTITION BY "__e0"
-          ORDER BY "__at", "__side"
-          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS "__m"
-      FROM (
-        SELECT
-          "__p"."__row" AS "__row",
-          "__p"."__f_origin" AS "__e0",
-          "__p"."__t" AS "__at",
-          0 AS "__side"
-        FROM (
-          SELECT
-            "__row",
-            "__t",
-            "__f_origin"
-          FROM "__level_1"
-        ) AS "__p"
-        UNION ALL
-        SELECT
-          CAST(NULL AS BIGINT) AS "__row",
-          "__k0" AS "__e0",
-          "__at" AS "__at",
-          1 AS "__side"
-        FROM "__agg_0_totals"
-        WHERE
-          NOT "__k0" IS NULL
-      ) AS "__stream"
-    ) AS "__marked"
-    WHERE
-      "__side" = 0
-  ) AS "__agg_0_at0___level_1__match"
-    ON "__agg_0_at0___level_1__match"."__row" = "__p"."__row"
-  LEFT JOIN "__agg_0_totals" AS "__agg_0_at0___level_1"
-    ON (
-      "__agg_0_at0___level_1"."__k0" = "__p"."__f_origin"
-    )
-    AND (
-      "__agg_0_at0___level_1"."__at" = "__agg_0_at0___level_1__match"."__m"
-    )
-  LEFT JOIN (
-    SELECT
-      "__row",
-      "__m"
-    FROM (
-      SELECT
-        "__row",
-        "__side",
-        MAX(CASE WHEN "__side" = 1 THEN "__at" END) OVER (
-          PARTITION BY "__e0"
-          ORDER BY "__at", "__side"
-          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS "__m"
-      FROM (
-        SELECT
-          "__p"."__row" AS "__row",
-          "__p"."__f_origin" AS "__e0",
-          "__p"."__t" - INTERVAL '3 HOUR' AS "__at",
-          0 AS "__side"
-        FROM (
-          SELECT
-            "__row",
-            "__t",
-            "__f_origin"
-          FROM "__level_1"
-        ) AS "__p"
-        UNION ALL
-        SELECT
-          CAST(NULL AS BIGINT) AS "__row",
-          "__k0" AS "__e0",
-          "__at" AS "__at",
-          1 AS "__side"
-        FROM "__agg_0_totals"
-        WHERE
-          NOT "__k0" IS NULL
-      ) AS "__stream"
-    ) AS "__marked"
-    WHERE
-      "__side" = 0
-  ) AS "__agg_0_at1___level_1__match"
-    ON "__agg_0_at1___level_1__match"."__row" = "__p"."__row"
-  LEFT JOIN "__agg_0_totals" AS "__agg_0_at1___level_1"
-    ON (
-      "__agg_0_at1___level_1"."__k0" = "__p"."__f_origin"
-    )
-    AND (
-      "__agg_0_at1___level_1"."__at" = "__agg_0_at1___level_1__match"."__m"
-    )
+  LEFT JOIN "__agg_0_window10800000000_0___level_1"
+    ON "__agg_0_window10800000000_0___level_1"."__row" = "__p"."__row"
 ), "__level_2" AS MATERIALIZED (
   SELECT
     "__p".*,

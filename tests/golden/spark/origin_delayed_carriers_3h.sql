@@ -37,112 +37,137 @@ WITH `__spine` AS (
         ) * INTERVAL '1' MINUTE
       ) AS TIMESTAMP) < CAST('9999-01-01 00:00:00' AS TIMESTAMP)
     )
-), `__agg_0_distinct0_10800000000` AS (
-  SELECT
-    `__k0`,
-    `__at`,
-    SUM(`__d`) OVER (
-      PARTITION BY `__k0`
-      ORDER BY `__at` ASC NULLS LAST
-      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-    ) AS `__d`
-  FROM (
-    SELECT
-      `__k0`,
-      `__at`,
-      SUM(`__d`) AS `__d`
-    FROM (
-      SELECT
-        *
-      FROM (
-        SELECT
-          `__k0`,
-          `__at` AS `__at`,
-          1 AS `__d`
-        FROM (
-          SELECT
-            `origin` AS `__k0`,
-            CAST((
-              `time_hour` + (
-                `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
-              ) * INTERVAL '1' MINUTE
-            ) AS TIMESTAMP) AS `__at`,
-            (
-              CASE WHEN (
-                `dep_delay` >= 15
-              ) THEN `carrier` END
-            ) AS `__v`
-          FROM `flights`
-          WHERE
-            (
-              NOT CAST((
-                `time_hour` + (
-                  `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
-                ) * INTERVAL '1' MINUTE
-              ) AS TIMESTAMP) IS NULL
-              AND NOT `origin` IS NULL
-            )
-            AND NOT (
-              CASE WHEN (
-                `dep_delay` >= 15
-              ) THEN `carrier` END
-            ) IS NULL
-        ) AS `__rows`
-        UNION ALL
-        SELECT
-          `__k0`,
-          LEAST(
-            `__at` + INTERVAL '3' HOUR,
-            COALESCE(
-              LEAD(`__at`) OVER (PARTITION BY `__k0`, `__v` ORDER BY `__at` ASC NULLS LAST),
-              `__at` + INTERVAL '3' HOUR
-            )
-          ) AS `__at`,
-          -1 AS `__d`
-        FROM (
-          SELECT
-            `origin` AS `__k0`,
-            CAST((
-              `time_hour` + (
-                `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
-              ) * INTERVAL '1' MINUTE
-            ) AS TIMESTAMP) AS `__at`,
-            (
-              CASE WHEN (
-                `dep_delay` >= 15
-              ) THEN `carrier` END
-            ) AS `__v`
-          FROM `flights`
-          WHERE
-            (
-              NOT CAST((
-                `time_hour` + (
-                  `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
-                ) * INTERVAL '1' MINUTE
-              ) AS TIMESTAMP) IS NULL
-              AND NOT `origin` IS NULL
-            )
-            AND NOT (
-              CASE WHEN (
-                `dep_delay` >= 15
-              ) THEN `carrier` END
-            ) IS NULL
-        ) AS `__rows`
-      ) AS `__unfolded`
-    ) AS `__events`
-    GROUP BY
-      `__k0`,
-      `__at`
-  ) AS `__per_time`
 ), `__level_1` AS (
   SELECT
     `__p`.*,
     `__p`.`origin` AS `__f_origin`
   FROM `__spine` AS `__p`
+), `__agg_0_distinct0_10800000000_0___level_1` AS (
+  SELECT
+    `__row`,
+    `__d`
+  FROM (
+    SELECT
+      `__row`,
+      CAST(COALESCE(
+        SUM(`__d`) OVER (
+          PARTITION BY `__k0`
+          ORDER BY `__at` ASC NULLS LAST, `__side` ASC NULLS LAST
+          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+        ),
+        0
+      ) AS BIGINT) AS `__d`
+    FROM (
+      SELECT
+        `__k0`,
+        `__at`,
+        1 AS `__side`,
+        CAST(NULL AS BIGINT) AS `__row`,
+        `__d`
+      FROM (
+        SELECT
+          `__k0`,
+          `__at`,
+          SUM(`__d`) AS `__d`
+        FROM (
+          SELECT
+            *
+          FROM (
+            SELECT
+              `__k0`,
+              `__at` AS `__at`,
+              1 AS `__d`
+            FROM (
+              SELECT
+                `origin` AS `__k0`,
+                CAST((
+                  `time_hour` + (
+                    `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
+                  ) * INTERVAL '1' MINUTE
+                ) AS TIMESTAMP) AS `__at`,
+                (
+                  CASE WHEN (
+                    `dep_delay` >= 15
+                  ) THEN `carrier` END
+                ) AS `__v`
+              FROM `flights`
+              WHERE
+                (
+                  NOT CAST((
+                    `time_hour` + (
+                      `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
+                    ) * INTERVAL '1' MINUTE
+                  ) AS TIMESTAMP) IS NULL
+                  AND NOT `origin` IS NULL
+                )
+                AND NOT (
+                  CASE WHEN (
+                    `dep_delay` >= 15
+                  ) THEN `carrier` END
+                ) IS NULL
+            ) AS `__rows`
+            UNION ALL
+            SELECT
+              `__k0`,
+              LEAST(
+                `__at` + INTERVAL '3' HOUR,
+                COALESCE(
+                  LEAD(`__at`) OVER (PARTITION BY `__k0`, `__v` ORDER BY `__at` ASC NULLS LAST),
+                  `__at` + INTERVAL '3' HOUR
+                )
+              ) AS `__at`,
+              -1 AS `__d`
+            FROM (
+              SELECT
+                `origin` AS `__k0`,
+                CAST((
+                  `time_hour` + (
+                    `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
+                  ) * INTERVAL '1' MINUTE
+                ) AS TIMESTAMP) AS `__at`,
+                (
+                  CASE WHEN (
+                    `dep_delay` >= 15
+                  ) THEN `carrier` END
+                ) AS `__v`
+              FROM `flights`
+              WHERE
+                (
+                  NOT CAST((
+                    `time_hour` + (
+                      `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
+                    ) * INTERVAL '1' MINUTE
+                  ) AS TIMESTAMP) IS NULL
+                  AND NOT `origin` IS NULL
+                )
+                AND NOT (
+                  CASE WHEN (
+                    `dep_delay` >= 15
+                  ) THEN `carrier` END
+                ) IS NULL
+            ) AS `__rows`
+          ) AS `__unfolded`
+        ) AS `__events`
+        GROUP BY
+          `__k0`,
+          `__at`
+      ) AS `__events`
+      UNION ALL
+      SELECT
+        `__p`.`__f_origin` AS `__k0`,
+        `__p`.`__t` AS `__at`,
+        0 AS `__side`,
+        `__p`.`__row` AS `__row`,
+        CAST(NULL AS BIGINT) AS `__d`
+      FROM `__level_1` AS `__p`
+    ) AS `__stream`
+  ) AS `__marked`
+  WHERE
+    NOT `__row` IS NULL
 ), `__agg_0_probe_2` AS (
   SELECT
     `__p`.`__row`,
-    CAST(COALESCE(`__agg_0_distinct0_10800000000_0___level_1`.`__d`, 0) AS BIGINT) AS `__f_origin_delayed_carriers_3h`
+    `__agg_0_distinct0_10800000000_0___level_1`.`__d` AS `__f_origin_delayed_carriers_3h`
   FROM (
     SELECT
       `__row`,
@@ -150,54 +175,8 @@ WITH `__spine` AS (
       `__f_origin`
     FROM `__level_1`
   ) AS `__p`
-  LEFT JOIN (
-    SELECT
-      `__row`,
-      `__m`
-    FROM (
-      SELECT
-        `__row`,
-        `__side`,
-        MAX(CASE WHEN `__side` = 1 THEN `__at` END) OVER (
-          PARTITION BY `__e0`
-          ORDER BY `__at` NULLS LAST, `__side` NULLS LAST
-          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS `__m`
-      FROM (
-        SELECT
-          `__p`.`__row` AS `__row`,
-          `__p`.`__f_origin` AS `__e0`,
-          `__p`.`__t` AS `__at`,
-          0 AS `__side`
-        FROM (
-          SELECT
-            `__row`,
-            `__t`,
-            `__f_origin`
-          FROM `__level_1`
-        ) AS `__p`
-        UNION ALL
-        SELECT
-          CAST(NULL AS BIGINT) AS `__row`,
-          `__k0` AS `__e0`,
-          `__at` AS `__at`,
-          1 AS `__side`
-        FROM `__agg_0_distinct0_10800000000`
-        WHERE
-          NOT `__k0` IS NULL
-      ) AS `__stream`
-    ) AS `__marked`
-    WHERE
-      `__side` = 0
-  ) AS `__agg_0_distinct0_10800000000_0___level_1__match`
-    ON `__agg_0_distinct0_10800000000_0___level_1__match`.`__row` = `__p`.`__row`
-  LEFT JOIN `__agg_0_distinct0_10800000000` AS `__agg_0_distinct0_10800000000_0___level_1`
-    ON (
-      `__agg_0_distinct0_10800000000_0___level_1`.`__k0` = `__p`.`__f_origin`
-    )
-    AND (
-      `__agg_0_distinct0_10800000000_0___level_1`.`__at` = `__agg_0_distinct0_10800000000_0___level_1__match`.`__m`
-    )
+  LEFT JOIN `__agg_0_distinct0_10800000000_0___level_1`
+    ON `__agg_0_distinct0_10800000000_0___level_1`.`__row` = `__p`.`__row`
 ), `__level_2` AS (
   SELECT
     `__p`.*,
