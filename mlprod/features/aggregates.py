@@ -36,13 +36,14 @@ from mlprod import sqlparts as sql
 from mlprod.features.blocked import BLOCKED, BlockedTotals, blocked_value, key_medians
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
-from mlprod.features.streamed import STREAMED, distinct_counts, window_parts, window_totals
+from mlprod.features.streamed import counts, window_parts, window_totals
 from mlprod.project.config import AggregateFeature
 
 if TYPE_CHECKING:
     from mlprod.features.compiler import MatrixCompiler
 
 DECOMPOSABLE = frozenset({"count"})
+COUNTED = frozenset({"count", "count_distinct"})
 FRAMED = frozenset({"min", "max"})
 PREV = "__p"
 Pairs = tuple[tuple[str, str], ...]
@@ -88,6 +89,9 @@ class AggregateGroup:
 
     def function(self, node: Node) -> str:
         return self._feature(node).function
+
+    def window(self, node: Node) -> timedelta:
+        return self._feature(node).window
 
     def _feature(self, node: Node) -> AggregateFeature:
         assert isinstance(node.feature, AggregateFeature)
@@ -326,20 +330,21 @@ class AggregateGroup:
         return the members left to the other strategies."""
         columns: list[exp.Expr] = []
         by_window: dict[tuple[timedelta, timedelta], list[Node]] = {}
+        by_lag: dict[timedelta, list[Node]] = {}
         rest = []
         for node in members:
             feature = self._feature(node)
-            if feature.function in STREAMED:
+            if feature.function in BLOCKED:
                 by_window.setdefault((feature.window, feature.lag), []).append(node)
-            elif feature.function == "count_distinct":
-                i = self.value_index(node)
-                name = f"{self._distinct_table(i, feature.window)}_{feature.lag // sql.MICROSECOND}"
-                name = f"{name}_{previous}"
-                counts = distinct_counts(self, i, feature.window, feature.lag, previous, compiler)
-                select = self._join_row(query, select, name, counts)
-                columns.append(sql.alias(sql.col("__d", name), f"__f_{node.name}"))
+            elif feature.function in COUNTED:
+                by_lag.setdefault(feature.lag, []).append(node)
             else:
                 rest.append(node)
+        for lag, nodes in by_lag.items():
+            name = f"{self.prefix}_counts{lag // sql.MICROSECOND}_{previous}"
+            counted, column_of = counts(self, lag, nodes, previous, compiler)
+            select = self._join_row(query, select, name, counted)
+            columns += [sql.alias(sql.col(column_of[n.name], name), f"__f_{n.name}") for n in nodes]
         for (window, lag), nodes in by_window.items():
             micros = f"{window // sql.MICROSECOND}_{lag // sql.MICROSECOND}"
             name = f"{self.prefix}_window{micros}_{previous}"
@@ -347,12 +352,7 @@ class AggregateGroup:
             select = self._join_row(query, select, name, totals)
             parts: dict[str, exp.Expr] = {p: sql.col(p, name) for p in window_parts(self, nodes)}
             for node in nodes:
-                function, i = self.function(node), self.value_index(node)
-                value: exp.Expr
-                if function == "count":
-                    value = exp.cast(parts["__n" if i < 0 else f"__c{i}"], exp.DataType.Type.BIGINT)
-                else:
-                    value = blocked_value(function, i, parts)
+                value = blocked_value(self.function(node), self.value_index(node), parts)
                 columns.append(sql.alias(value, f"__f_{node.name}"))
         return select, rest, columns
 

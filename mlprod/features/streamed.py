@@ -1,25 +1,28 @@
-"""Windowed count, sum, mean, std and count_distinct for engines without ASOF JOIN.
+"""Windowed aggregates for engines without ASOF JOIN: the spine rows join the source's stream.
 
 On DuckDB, running totals are tables read with ASOF joins (:mod:`~mlprod.features.blocked`,
 :mod:`~mlprod.features.aggregates`). Spark and PostgreSQL have no ASOF JOIN: each read
 would become a stream of its own that sorts the table again (see
 :mod:`~mlprod.features.dialects`), once per offset. Here the spine rows enter the source's
-stream themselves, at the cutoffs they need, so one sort per window gives every total and
-no join looks anything up by time:
+stream themselves, at their cutoff ``t - lag``, ordered before source rows of the same time
+(strictly before), so one sort gives every total and nothing is looked up by time:
 
-* count, sum, mean and std over ``[lo, hi)``: the window spans two blocks of its length (see
-  :mod:`~mlprod.features.blocked`). A spine row enters at ``hi`` in ``hi``'s block and at
-  ``lo`` in ``lo``'s. Partitioned by key and block and ordered by time, spine rows first at
-  equal times, the running total at the ``hi`` row is the block's rows before ``hi``; at the
-  ``lo`` row, the block's total minus the running total is its rows from ``lo`` on. Their
-  sum per row id is the window's total, rounded within two blocks as on DuckDB.
-* count_distinct: the arrivals (+1) and expiries (-1) of
-  :meth:`~mlprod.features.aggregates.AggregateGroup.distinct_events` with the spine rows at
-  their cutoffs; the running total at a spine row is the count.
+* count and count_distinct, every window of a group at once: each row adds 1 at its time and
+  takes it back one window later (a stream per key; integers add up exactly); a distinct
+  count adds the arrivals and expiries of
+  :meth:`~mlprod.features.aggregates.AggregateGroup.distinct_events`. The running total at a
+  spine row is the count.
+* sum, mean and std, one stream per window: the same entering and leaving, but restarted
+  every block of the window's length (see :mod:`~mlprod.features.blocked`): partitioned by
+  key and block, the window at a block's start is the whole previous block, i.e. what leaves
+  during this one, and the running total adds what entered and takes what left since. A
+  total adds the values of two blocks only, so a large old value cannot round away a small
+  window's digits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -34,7 +37,6 @@ if TYPE_CHECKING:
     from mlprod.features.graph import Node
 
 PREV = "__p"
-STREAMED = frozenset({"count", "sum", "mean", "std"})
 BIGINT = exp.DataType.Type.BIGINT
 DOUBLE = exp.DataType.Type.DOUBLE
 INT = exp.DataType.Type.INT
@@ -79,102 +81,143 @@ def window_totals(
     keys = [f"__k{i}" for i in range(len(group.pairs))]
     values = group._parsed_values()
     rows = group._base().select(*[sql.alias(v, f"__v{i}") for i, v in enumerate(values)])
-    source = exp.select(
-        *[sql.col(k, "__rows") for k in keys],
-        sql.col("__at", "__rows"),
-        sql.alias(block_of(sql.col("__at", "__rows"), window), "__blk"),
-        sql.alias(exp.Literal.number(1), "__side"),
-        sql.alias(exp.cast(exp.null(), BIGINT), "__row"),
-        sql.alias(exp.cast(exp.null(), INT), "__hi"),
-        *[sql.alias(part, name) for name, part in parts.items()],
-    ).from_(sql.subquery(rows, "__rows"))
-    if any(name.startswith("__d") for name in parts):
-        on: list[exp.Expr] = [
-            exp.EQ(this=sql.col(k, "__rows"), expression=sql.col(k, "__shift")) for k in keys
-        ]
-        source = source.join(
-            sql.table(f"{group.prefix}_shift", "__shift"), on=sql.and_all(on), join_type="left"
-        )
-    stream: exp.Select | exp.Union = source
-    for hi, offset in ((1, lag), (0, lag + window)):
-        at = sql.minus(sql.col("__t", PREV), offset)
-        spine = exp.select(
-            *_spine_keys(group, keys, compiler),
+    stream: exp.Select | exp.Union | None = None
+    for leave in (0, 1):  # each row enters at its time and leaves one window later
+        at: exp.Expr = sql.col("__at", "__rows")
+        if leave:
+            at = exp.Add(this=at, expression=sql.interval(window))
+        copy = exp.select(
+            *[sql.col(k, "__rows") for k in keys],
             sql.alias(at, "__at"),
             sql.alias(block_of(at.copy(), window), "__blk"),
-            sql.alias(exp.Literal.number(0), "__side"),
-            sql.alias(sql.col("__row", PREV), "__row"),
-            sql.alias(exp.Literal.number(hi), "__hi"),
-            *[sql.alias(exp.cast(exp.null(), _type(name)), name) for name in parts],
-        ).from_(sql.table(previous, PREV))
-        stream = exp.union(stream, spine, distinct=False)
-    partition: list[exp.Expr] = [*[sql.col(k) for k in keys], sql.col("__blk")]
-    order: list[exp.Expr] = [sql.col("__at"), sql.col("__side")]
-    windowed = exp.select(sql.col("__row"), sql.col("__hi")).from_(stream.subquery("__stream"))
-    read: list[exp.Expr] = [sql.col("__row")]
-    upper = exp.EQ(this=sql.col("__hi"), expression=exp.Literal.number(1))
-    for name in parts:
-        total = exp.Sum(this=sql.col(name))
-        before, block = f"{name}_before", f"{name}_block"
-        windowed = windowed.select(
-            sql.alias(sql.window(total, partition, order, sql.running_total()), before),
-            sql.alias(sql.window(total.copy(), partition, order, sql.whole_partition()), block),
-        )
-        # at hi: the block's rows before hi; at lo: the block's rows from lo on
-        after = exp.Sub(
-            this=sql.coalesce0(sql.col(block)), expression=sql.coalesce0(sql.col(before))
-        )
-        value = exp.Case(
-            ifs=[exp.If(this=upper.copy(), true=sql.coalesce0(sql.col(before)))], default=after
-        )
-        read.append(sql.alias(exp.Sum(this=value), name))
-    return (
-        exp.select(*read)
-        .from_(sql.subquery(windowed, "__windowed"))
-        .where(exp.not_(exp.Is(this=sql.col("__row"), expression=exp.null())))
-        .group_by(sql.col("__row"))
-    )
-
-
-def distinct_counts(
-    group: AggregateGroup,
-    i: int,
-    window: timedelta,
-    lag: timedelta,
-    previous: str,
-    compiler: MatrixCompiler,
-) -> exp.Select:
-    """Per spine row (``__row``), the distinct count ``__d`` of value ``i`` in its window."""
-    keys = [f"__k{j}" for j in range(len(group.pairs))]
-    events = exp.select(
-        *[sql.col(k) for k in keys],
-        sql.col("__at"),
-        sql.alias(exp.Literal.number(1), "__side"),
-        sql.alias(exp.cast(exp.null(), BIGINT), "__row"),
-        sql.col("__d"),
-    ).from_(sql.subquery(group.distinct_events(i, window), "__events"))
+            sql.alias(exp.Literal.number(1), "__side"),
+            sql.alias(exp.cast(exp.null(), BIGINT), "__row"),
+            sql.alias(exp.Literal.number(leave), "__leave"),
+            *[
+                sql.alias(exp.Neg(this=p.copy()) if leave else p.copy(), n)
+                for n, p in parts.items()
+            ],
+        ).from_(sql.subquery(rows.copy(), "__rows"))
+        if any(name.startswith("__d") for name in parts):
+            on: list[exp.Expr] = [
+                exp.EQ(this=sql.col(k, "__rows"), expression=sql.col(k, "__shift")) for k in keys
+            ]
+            copy = copy.join(
+                sql.table(f"{group.prefix}_shift", "__shift"), on=sql.and_all(on), join_type="left"
+            )
+        stream = copy if stream is None else exp.union(stream, copy, distinct=False)
+    cutoff = sql.minus(sql.col("__t", PREV), lag)
     spine = exp.select(
         *_spine_keys(group, keys, compiler),
-        sql.alias(sql.minus(sql.col("__t", PREV), lag), "__at"),
+        sql.alias(cutoff, "__at"),
+        sql.alias(block_of(cutoff.copy(), window), "__blk"),
         sql.alias(exp.Literal.number(0), "__side"),
         sql.alias(sql.col("__row", PREV), "__row"),
-        sql.alias(exp.cast(exp.null(), BIGINT), "__d"),
+        sql.alias(exp.Literal.number(0), "__leave"),
+        *[sql.alias(exp.cast(exp.null(), _type(name)), name) for name in parts],
     ).from_(sql.table(previous, PREV))
-    stream = exp.union(events, spine, distinct=False)
-    running = sql.window(
-        exp.Sum(this=sql.col("__d")),
-        [sql.col(k) for k in keys],
-        [sql.col("__at"), sql.col("__side")],
-        sql.running_total(),
-    )
-    marked = exp.select(
-        sql.col("__row"), sql.alias(exp.cast(sql.coalesce0(running), BIGINT), "__d")
-    ).from_(stream.subquery("__stream"))
+    assert stream is not None
+    stream = exp.union(stream, spine, distinct=False)
+    partition: list[exp.Expr] = [*[sql.col(k) for k in keys], sql.col("__blk")]
+    order: list[exp.Expr] = [sql.col("__at"), sql.col("__side")]
+    leaving = exp.EQ(this=sql.col("__leave"), expression=exp.Literal.number(1))
+    read: list[exp.Expr] = [sql.col("__row")]
+    for name in parts:
+        # the window at the block's start is the whole previous block: what leaves in this one
+        start = exp.Sum(this=sql.case_when(leaving.copy(), sql.col(name)))
+        since = exp.Sum(this=sql.col(name))  # entered minus left since the block's start
+        total = exp.Sub(
+            this=sql.coalesce0(sql.window(since, partition, order, sql.running_total())),
+            expression=sql.coalesce0(sql.window(start, partition, order, sql.whole_partition())),
+        )
+        read.append(sql.alias(total, name))
+    windowed = exp.select(*read).from_(stream.subquery("__stream"))
     return (
-        exp.select(sql.col("__row"), sql.col("__d"))
+        exp.select(sql.col("__row"), *[sql.col(name) for name in parts])
+        .from_(sql.subquery(windowed, "__windowed"))
+        .where(exp.not_(exp.Is(this=sql.col("__row"), expression=exp.null())))
+    )
+
+
+def counts(
+    group: AggregateGroup,
+    lag: timedelta,
+    nodes: list[Node],
+    previous: str,
+    compiler: MatrixCompiler,
+) -> tuple[exp.Select, dict[str, str]]:
+    """Per spine row (``__row``), every count and distinct count of ``nodes`` (all with this
+    ``lag``): one stream per key, no blocks, since integers add up exactly. Returns the
+    select and each feature's column in it."""
+    keys = [f"__k{j}" for j in range(len(group.pairs))]
+    column_of: dict[str, str] = {}
+    changes: dict[str, tuple[timedelta, exp.Expr]] = {}  # column: (window, change per row)
+    distinct: dict[str, tuple[int, timedelta]] = {}
+    for node in nodes:
+        i, window = group.value_index(node), group.window(node)
+        name = f"__{'n' if i < 0 else f'c{i}'}_{window // sql.MICROSECOND}"
+        if group.function(node) == "count_distinct":
+            name = f"__u{i}_{window // sql.MICROSECOND}"
+            distinct[name] = (i, window)
+        else:
+            changes[name] = (window, window_parts(group, [node])["__n" if i < 0 else f"__c{i}"])
+        column_of[node.name] = name
+    names = [*changes, *distinct]
+
+    def row(at: exp.Expr, side: int, values: Mapping[str, exp.Expr]) -> list[exp.Expr]:
+        return [
+            sql.alias(at, "__at"),
+            sql.alias(exp.Literal.number(side), "__side"),
+            sql.alias(
+                sql.col("__row", PREV) if side == 0 else exp.cast(exp.null(), BIGINT), "__row"
+            ),
+            *[sql.alias(values.get(n, exp.cast(exp.null(), BIGINT)), n) for n in names],
+        ]
+
+    rows = group._base().select(
+        *[sql.alias(v, f"__v{i}") for i, v in enumerate(group._parsed_values())]
+    )
+    arrived = sql.col("__at", "__rows")
+    source = [sql.col(k, "__rows") for k in keys]
+    # each row counts from its time on, and stops counting one window later
+    stream: exp.Select | exp.Union = exp.select(
+        *source, *row(arrived, 1, {n: change for n, (_, change) in changes.items()})
+    ).from_(sql.subquery(rows, "__rows"))
+    for window in sorted({w for w, _ in changes.values()}):
+        left = {n: exp.Neg(this=c.copy()) for n, (w, c) in changes.items() if w == window}
+        later = exp.Add(this=arrived.copy(), expression=sql.interval(window))
+        leaving = exp.select(*[s.copy() for s in source], *row(later, 1, left))
+        leaving = leaving.from_(sql.subquery(rows.copy(), "__rows"))
+        stream = exp.union(stream, leaving, distinct=False)
+    for name, (i, window) in distinct.items():
+        events = exp.select(
+            *[sql.col(k) for k in keys], *row(sql.col("__at"), 1, {name: sql.col("__d")})
+        ).from_(sql.subquery(group.distinct_events(i, window), "__events"))
+        stream = exp.union(stream, events, distinct=False)
+    cutoff = sql.minus(sql.col("__t", PREV), lag)
+    spine = exp.select(*_spine_keys(group, keys, compiler), *row(cutoff, 0, {}))
+    stream = exp.union(stream, spine.from_(sql.table(previous, PREV)), distinct=False)
+    partition: list[exp.Expr] = [sql.col(k) for k in keys]
+    order: list[exp.Expr] = [sql.col("__at"), sql.col("__side")]
+    running = [
+        sql.alias(
+            exp.cast(
+                sql.coalesce0(
+                    sql.window(exp.Sum(this=sql.col(n)), partition, order, sql.running_total())
+                ),
+                BIGINT,
+            ),
+            n,
+        )
+        for n in names
+    ]
+    marked = exp.select(sql.col("__row"), *running).from_(stream.subquery("__stream"))
+    select = (
+        exp.select(sql.col("__row"), *[sql.col(n) for n in names])
         .from_(sql.subquery(marked, "__marked"))
         .where(exp.not_(exp.Is(this=sql.col("__row"), expression=exp.null())))
     )
+    return select, column_of
 
 
 def _type(part: str) -> exp.DType:

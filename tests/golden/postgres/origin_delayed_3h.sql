@@ -42,39 +42,57 @@ WITH "__spine" AS MATERIALIZED (
     "__p".*,
     "__p"."origin" AS "__f_origin"
   FROM "__spine" AS "__p"
-), "__agg_0_window10800000000_0___level_1" AS (
+), "__agg_0_counts0___level_1" AS (
   SELECT
     "__row",
-    SUM(
-      CASE
-        WHEN "__hi" = 1
-        THEN COALESCE("__c0_before", 0)
-        ELSE COALESCE("__c0_block", 0) - COALESCE("__c0_before", 0)
-      END
-    ) AS "__c0"
+    "__c0_10800000000"
   FROM (
     SELECT
       "__row",
-      "__hi",
-      SUM("__c0") OVER (
-        PARTITION BY "__k0", "__blk"
-        ORDER BY "__at" ASC, "__side" ASC
-        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-      ) AS "__c0_before",
-      SUM("__c0") OVER (
-        PARTITION BY "__k0", "__blk"
-        ORDER BY "__at" ASC, "__side" ASC
-        ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
-      ) AS "__c0_block"
+      CAST(COALESCE(
+        SUM("__c0_10800000000") OVER (
+          PARTITION BY "__k0"
+          ORDER BY "__at" ASC, "__side" ASC
+          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+        ),
+        0
+      ) AS BIGINT) AS "__c0_10800000000"
     FROM (
       SELECT
         "__rows"."__k0",
-        "__rows"."__at",
-        CAST(DIV(CAST(EXTRACT(EPOCH FROM "__rows"."__at") * 1000000 AS BIGINT), 10800000000) AS BIGINT) AS "__blk",
+        "__rows"."__at" AS "__at",
         1 AS "__side",
         CAST(NULL AS BIGINT) AS "__row",
-        CAST(NULL AS INT) AS "__hi",
-        CASE WHEN NOT "__rows"."__v0" IS NULL THEN 1 ELSE 0 END AS "__c0"
+        CASE WHEN NOT "__rows"."__v0" IS NULL THEN 1 ELSE 0 END AS "__c0_10800000000"
+      FROM (
+        SELECT
+          "origin" AS "__k0",
+          CAST((
+            "time_hour" + (
+              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+            ) * INTERVAL '1 MINUTE'
+          ) AS TIMESTAMP) AS "__at",
+          (
+            CASE WHEN (
+              "dep_delay" >= 15
+            ) THEN 1 END
+          ) AS "__v0"
+        FROM "flights"
+        WHERE
+          NOT CAST((
+            "time_hour" + (
+              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+            ) * INTERVAL '1 MINUTE'
+          ) AS TIMESTAMP) IS NULL
+          AND NOT "origin" IS NULL
+      ) AS "__rows"
+      UNION ALL
+      SELECT
+        "__rows"."__k0",
+        "__rows"."__at" + INTERVAL '3 HOUR' AS "__at",
+        1 AS "__side",
+        CAST(NULL AS BIGINT) AS "__row",
+        -CASE WHEN NOT "__rows"."__v0" IS NULL THEN 1 ELSE 0 END AS "__c0_10800000000"
       FROM (
         SELECT
           "origin" AS "__k0",
@@ -101,35 +119,18 @@ WITH "__spine" AS MATERIALIZED (
       SELECT
         "__p"."__f_origin" AS "__k0",
         "__p"."__t" AS "__at",
-        CAST(DIV(CAST(EXTRACT(EPOCH FROM "__p"."__t") * 1000000 AS BIGINT), 10800000000) AS BIGINT) AS "__blk",
         0 AS "__side",
         "__p"."__row" AS "__row",
-        1 AS "__hi",
-        CAST(NULL AS BIGINT) AS "__c0"
-      FROM "__level_1" AS "__p"
-      UNION ALL
-      SELECT
-        "__p"."__f_origin" AS "__k0",
-        "__p"."__t" - INTERVAL '3 HOUR' AS "__at",
-        CAST(DIV(
-          CAST(EXTRACT(EPOCH FROM "__p"."__t" - INTERVAL '3 HOUR') * 1000000 AS BIGINT),
-          10800000000
-        ) AS BIGINT) AS "__blk",
-        0 AS "__side",
-        "__p"."__row" AS "__row",
-        0 AS "__hi",
-        CAST(NULL AS BIGINT) AS "__c0"
+        CAST(NULL AS BIGINT) AS "__c0_10800000000"
       FROM "__level_1" AS "__p"
     ) AS "__stream"
-  ) AS "__windowed"
+  ) AS "__marked"
   WHERE
     NOT "__row" IS NULL
-  GROUP BY
-    "__row"
 ), "__agg_0_probe_2" AS (
   SELECT
     "__p"."__row",
-    CAST("__agg_0_window10800000000_0___level_1"."__c0" AS BIGINT) AS "__f_origin_delayed_3h"
+    "__agg_0_counts0___level_1"."__c0_10800000000" AS "__f_origin_delayed_3h"
   FROM (
     SELECT
       "__row",
@@ -137,8 +138,8 @@ WITH "__spine" AS MATERIALIZED (
       "__f_origin"
     FROM "__level_1"
   ) AS "__p"
-  LEFT JOIN "__agg_0_window10800000000_0___level_1"
-    ON "__agg_0_window10800000000_0___level_1"."__row" = "__p"."__row"
+  LEFT JOIN "__agg_0_counts0___level_1"
+    ON "__agg_0_counts0___level_1"."__row" = "__p"."__row"
 ), "__level_2" AS MATERIALIZED (
   SELECT
     "__p".*,

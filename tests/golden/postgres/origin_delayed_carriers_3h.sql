@@ -42,28 +42,57 @@ WITH "__spine" AS MATERIALIZED (
     "__p".*,
     "__p"."origin" AS "__f_origin"
   FROM "__spine" AS "__p"
-), "__agg_0_distinct0_10800000000_0___level_1" AS (
+), "__agg_0_counts0___level_1" AS (
   SELECT
     "__row",
-    "__d"
+    "__u0_10800000000"
   FROM (
     SELECT
       "__row",
       CAST(COALESCE(
-        SUM("__d") OVER (
+        SUM("__u0_10800000000") OVER (
           PARTITION BY "__k0"
           ORDER BY "__at" ASC, "__side" ASC
           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
         ),
         0
-      ) AS BIGINT) AS "__d"
+      ) AS BIGINT) AS "__u0_10800000000"
     FROM (
       SELECT
-        "__k0",
-        "__at",
+        "__rows"."__k0",
+        "__rows"."__at" AS "__at",
         1 AS "__side",
         CAST(NULL AS BIGINT) AS "__row",
-        "__d"
+        CAST(NULL AS BIGINT) AS "__u0_10800000000"
+      FROM (
+        SELECT
+          "origin" AS "__k0",
+          CAST((
+            "time_hour" + (
+              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+            ) * INTERVAL '1 MINUTE'
+          ) AS TIMESTAMP) AS "__at",
+          (
+            CASE WHEN (
+              "dep_delay" >= 15
+            ) THEN "carrier" END
+          ) AS "__v0"
+        FROM "flights"
+        WHERE
+          NOT CAST((
+            "time_hour" + (
+              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+            ) * INTERVAL '1 MINUTE'
+          ) AS TIMESTAMP) IS NULL
+          AND NOT "origin" IS NULL
+      ) AS "__rows"
+      UNION ALL
+      SELECT
+        "__k0",
+        "__at" AS "__at",
+        1 AS "__side",
+        CAST(NULL AS BIGINT) AS "__row",
+        "__d" AS "__u0_10800000000"
       FROM (
         SELECT
           "__k0",
@@ -158,7 +187,7 @@ WITH "__spine" AS MATERIALIZED (
         "__p"."__t" AS "__at",
         0 AS "__side",
         "__p"."__row" AS "__row",
-        CAST(NULL AS BIGINT) AS "__d"
+        CAST(NULL AS BIGINT) AS "__u0_10800000000"
       FROM "__level_1" AS "__p"
     ) AS "__stream"
   ) AS "__marked"
@@ -167,7 +196,7 @@ WITH "__spine" AS MATERIALIZED (
 ), "__agg_0_probe_2" AS (
   SELECT
     "__p"."__row",
-    "__agg_0_distinct0_10800000000_0___level_1"."__d" AS "__f_origin_delayed_carriers_3h"
+    "__agg_0_counts0___level_1"."__u0_10800000000" AS "__f_origin_delayed_carriers_3h"
   FROM (
     SELECT
       "__row",
@@ -175,8 +204,8 @@ WITH "__spine" AS MATERIALIZED (
       "__f_origin"
     FROM "__level_1"
   ) AS "__p"
-  LEFT JOIN "__agg_0_distinct0_10800000000_0___level_1"
-    ON "__agg_0_distinct0_10800000000_0___level_1"."__row" = "__p"."__row"
+  LEFT JOIN "__agg_0_counts0___level_1"
+    ON "__agg_0_counts0___level_1"."__row" = "__p"."__row"
 ), "__level_2" AS MATERIALIZED (
   SELECT
     "__p".*,
