@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Protocol
 from sqlglot import exp
 
 from mlprod import sqlparts as sql
-from mlprod.features.blocked import BLOCKED, BlockedTotals, blocked_value, key_medians
+from mlprod.features.blocked import (
+    BLOCKED,
+    BlockedTotals,
+    block_of,
+    blocked_value,
+    key_medians,
+)
+from mlprod.features.dialects import Engine
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
 from mlprod.features.streamed import counts, window_parts, window_totals
@@ -44,6 +51,7 @@ if TYPE_CHECKING:
 
 DECOMPOSABLE = frozenset({"count"})
 COUNTED = frozenset({"count", "count_distinct"})
+MOVING = frozenset({"count", "sum", "mean", "std", "min", "max"})
 FRAMED = frozenset({"min", "max"})
 PREV = "__p"
 Pairs = tuple[tuple[str, str], ...]
@@ -68,7 +76,18 @@ class AggregateGroup:
     nodes: list[Node] = field(default_factory=list)
     values: dict[str, exp.Expr] = field(default_factory=dict)  # distinct values: __v0, __v1..
     blocks: dict[timedelta, BlockedTotals] = field(default_factory=dict)
-    streamed: bool = False  # no ASOF JOIN: totals from streams (see mlprod.features.streamed)
+    engine: Engine = "duckdb"
+
+    @property
+    def streamed(self) -> bool:
+        """No ASOF JOIN: totals from streams (see :mod:`mlprod.features.streamed`)."""
+        return self.engine != "duckdb"
+
+    @property
+    def moving(self) -> bool:
+        """Exact moving aggregates over RANGE frames (PostgreSQL's numeric sums, counts and
+        variances take rows back out of a frame as it moves: linear, and no rounding)."""
+        return self.engine == "postgres"
 
     @property
     def prefix(self) -> str:
@@ -131,7 +150,7 @@ class AggregateGroup:
     def _add_streamed_source_ctes(self, query: CteSink) -> None:
         """The tables streamed totals read: medians to shift by, latest values (as-of)."""
         shifted = sorted({self.value_index(n) for n in self.nodes if self.function(n) == "std"})
-        if shifted:
+        if shifted and not self.moving:
             query.add(f"{self.prefix}_shift", key_medians(self, shifted))
         for i in sorted({self.value_index(n) for n in self.nodes if self.function(n) == "last"}):
             query.add(f"{self.prefix}_last{i}", self._latest_values(i))
@@ -272,7 +291,7 @@ class AggregateGroup:
                 select = self._asof(select, f"{self.prefix}_totals", name, offset, compiler)
             return totals_at[offset]
 
-        framed: dict[tuple[timedelta, timedelta], list[Node]] = {}
+        framed: dict[tuple[timedelta, timedelta | None], list[Node]] = {}
         block_totals: dict[tuple[timedelta, timedelta], dict[str, exp.Expr]] = {}
         if self.streamed:
             select, members, columns = self._join_streamed(
@@ -280,7 +299,9 @@ class AggregateGroup:
             )
         for node in members:
             feature = self._feature(node)
-            if feature.function in BLOCKED:
+            if self.moving and feature.function in MOVING:  # one stream, a frame per window
+                framed.setdefault((feature.lag, None), []).append(node)
+            elif feature.function in BLOCKED:
                 key = (feature.window, feature.lag)
                 if key not in block_totals:
                     blocks = self.blocks[feature.window]
@@ -310,7 +331,8 @@ class AggregateGroup:
             else:
                 framed.setdefault((feature.lag, feature.window), []).append(node)
         for (lag, window), nodes in framed.items():
-            micros = f"{lag // sql.MICROSECOND}_{window // sql.MICROSECOND}"
+            span = "all" if window is None else window // sql.MICROSECOND
+            micros = f"{lag // sql.MICROSECOND}_{span}"
             name = f"{self.prefix}_frame{micros}_{previous}"
             framed_rows = self._framed(previous, lag, window, nodes, compiler)
             select = self._join_row(query, select, name, framed_rows)
@@ -334,7 +356,9 @@ class AggregateGroup:
         rest = []
         for node in members:
             feature = self._feature(node)
-            if feature.function in BLOCKED:
+            if self.moving and feature.function in MOVING:
+                rest.append(node)
+            elif feature.function in BLOCKED:
                 by_window.setdefault((feature.window, feature.lag), []).append(node)
             elif feature.function in COUNTED:
                 by_lag.setdefault(feature.lag, []).append(node)
@@ -389,7 +413,7 @@ class AggregateGroup:
         self,
         previous: str,
         lag: timedelta,
-        window: timedelta,
+        window: timedelta | None,
         nodes: list[Node],
         compiler: MatrixCompiler,
     ) -> exp.Select:
@@ -398,43 +422,57 @@ class AggregateGroup:
         The stream is partitioned by key and by block of one window length: each source row
         is placed in its own block and in the next one, and a spine row in the block of its
         cutoff, so every frame lies inside its partition. Partitions stay small even for a
-        key with few values (DuckDB's RANGE frames slow down on large partitions).
+        key with few values (DuckDB's RANGE frames slow down on large partitions). With
+        moving aggregates (``window`` None) the stream is partitioned by key alone and holds
+        every window of the lag, each feature with its own frame.
         """
         values = self._parsed_values()
-        width = exp.Literal.number(window // sql.MICROSECOND)
-
-        def block(time: exp.Expr) -> exp.Expr:
-            return exp.IntDiv(this=exp.func("epoch_us", time), expression=width.copy())
-
+        no_row = exp.cast(exp.null(), exp.DataType.Type.BIGINT)
         rows = self._base().select(
             *[sql.alias(v, f"__v{i}") for i, v in enumerate(values)],
-            sql.alias(exp.cast(exp.null(), exp.DataType.Type.BIGINT), "__row"),
+            sql.alias(no_row, "__row"),
         )
-        copies = [
-            exp.select(
-                "*", sql.alias(exp.Add(this=block(sql.col("__at")), expression=shift), "__part")
-            ).from_(sql.subquery(rows.copy(), "__rows"))
-            for shift in (exp.Literal.number(0), exp.Literal.number(1))
-        ]
         cutoff = sql.minus(sql.col("__t", PREV), lag)
         spine = exp.select(
             *[sql.alias(compiler.spine_ref(s), f"__k{i}") for i, (s, _) in enumerate(self.pairs)],
             sql.alias(cutoff, "__at"),
             *[sql.alias(exp.null(), f"__v{i}") for i in range(len(values))],
             sql.alias(sql.col("__row", PREV), "__row"),
-            sql.alias(block(cutoff.copy()), "__part"),
         ).from_(sql.table(previous, PREV))
-        stream = exp.union(exp.union(copies[0], copies[1], distinct=False), spine, distinct=False)
-        keys = [*[sql.col(f"__k{i}") for i in range(len(self.pairs))], sql.col("__part")]
+        keys = [sql.col(f"__k{i}") for i in range(len(self.pairs))]
+        stream: exp.Select | exp.Union
+        if window is None:  # a count of rows counts __one: the spine rows have none
+            rows = rows.select(sql.alias(exp.Literal.number(1), "__one"))
+            spine = spine.select(sql.alias(exp.null(), "__one"))
+            stream = exp.union(rows, spine, distinct=False)
+        else:
+            copies = [
+                exp.select(
+                    "*",
+                    sql.alias(
+                        exp.Add(this=block_of(sql.col("__at"), window), expression=shift), "__part"
+                    ),
+                ).from_(sql.subquery(rows.copy(), "__rows"))
+                for shift in (exp.Literal.number(0), exp.Literal.number(1))
+            ]
+            spine = spine.select(sql.alias(block_of(cutoff.copy(), window), "__part"))
+            stream = exp.union(
+                exp.union(copies[0], copies[1], distinct=False), spine, distinct=False
+            )
+            keys.append(sql.col("__part"))
         outputs: list[exp.Expr] = [sql.col("__row")]
         for node in nodes:
             feature = self._feature(node)
-            value = sql.col(f"__v{self.value_index(node)}")
-            function = _frame_function(feature.function, value)
+            i = self.value_index(node)
+            value = sql.col(f"__v{i}" if i >= 0 else "__one")
+            function = _frame_function(feature.function, value, exact=self.moving)
             frame = sql.strictly_before(feature.window)
             result: exp.Expr = sql.window(
                 function, [k.copy() for k in keys], sql.col("__at"), frame
             )
+            cast_to = _frame_type(feature.function, self.moving)
+            if cast_to is not None:
+                result = exp.cast(result, cast_to)
             if feature.function == "sum":  # the sum of an empty window is 0
                 result = sql.coalesce0(result)
             outputs.append(sql.alias(result, f"__f_{node.name}"))
@@ -450,17 +488,29 @@ def _unnest(*items: exp.Expr) -> exp.Expr:
     return exp.Unnest(expressions=[exp.Array(expressions=list(items))])
 
 
-def _frame_function(function: str, value: exp.Expr) -> exp.Expr:
-    as_double = exp.cast(value.copy(), exp.DataType.Type.DOUBLE)
+def _frame_function(function: str, value: exp.Expr, exact: bool = False) -> exp.Expr:
+    """The aggregate over a frame; ``exact``: sums, means and deviations in exact decimals
+    (PostgreSQL's ``numeric``, which moving frames update without re-reading them)."""
+    if function == "count":
+        return exp.Count(this=value)
+    kind = exp.DataType.Type.DECIMAL if exact else exp.DataType.Type.DOUBLE
+    operand = exp.cast(value.copy(), kind)
     if function == "sum":
-        return exp.Sum(this=as_double)
+        return exp.Sum(this=operand)
     if function == "mean":
-        return exp.Avg(this=as_double)
+        return exp.Avg(this=operand)
     if function == "std":
-        return exp.StddevSamp(this=as_double)
+        return exp.StddevSamp(this=operand)
     if function == "min":
         return exp.Min(this=value)
     return exp.Max(this=value)
+
+
+def _frame_type(function: str, exact: bool) -> exp.DType | None:
+    """The type a framed aggregate's result is cast to (None: it has it already)."""
+    if function == "count":
+        return exp.DataType.Type.BIGINT
+    return exp.DataType.Type.DOUBLE if exact and function in BLOCKED else None
 
 
 def effective_value(node: Node) -> exp.Expr | None:
@@ -472,16 +522,16 @@ def effective_value(node: Node) -> exp.Expr | None:
 
 
 def aggregate_groups(
-    nodes: list[Node], graph: FeatureGraph, streamed: bool = False
+    nodes: list[Node], graph: FeatureGraph, engine: Engine = "duckdb"
 ) -> list[AggregateGroup]:
-    """Group aggregate features that can share their scans of a source (``streamed``: for an
-    engine without ASOF JOIN)."""
+    """Group aggregate features that can share their scans of a source, computed the way
+    that suits ``engine``."""
     groups: dict[tuple[str, Pairs], AggregateGroup] = {}
     for node in nodes:
         feature = node.feature
         assert isinstance(feature, AggregateFeature)
         key = (feature.source, tuple(feature.key_pairs()))
         if key not in groups:
-            groups[key] = AggregateGroup(len(groups), key[0], key[1], graph, streamed=streamed)
+            groups[key] = AggregateGroup(len(groups), key[0], key[1], graph, engine=engine)
         groups[key].add(node)
     return list(groups.values())

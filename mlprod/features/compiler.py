@@ -212,13 +212,14 @@ class MatrixCompiler:
         self, events: Events, names: list[str] | None, engine: Engine = "duckdb"
     ) -> tuple[exp.Select, set[str]]:
         """The query (still in DuckDB's SQL: see :func:`for_engine`), and which of its CTEs
-        hold one row per event. Engines without ASOF JOIN get streamed aggregates."""
+        hold one row per event. Aggregates are planned for ``engine`` (see
+        :class:`~mlprod.features.aggregates.AggregateGroup`)."""
         nodes = self._nodes(names)
         query = _Query()
-        return self._query(query, events, nodes, engine != "duckdb"), query.tables
+        return self._query(query, events, nodes, engine), query.tables
 
     def _query(
-        self, query: _Query, events: Events, nodes: list[Node], streamed: bool
+        self, query: _Query, events: Events, nodes: list[Node], engine: Engine
     ) -> exp.Select:
         query.add("__spine", events.select, materialized=True)
         previous = "__spine"
@@ -226,7 +227,7 @@ class MatrixCompiler:
         for node in nodes:
             by_level[node.level].append(node)
         aggregates = [n for n in nodes if n.feature.kind == "aggregate"]
-        groups = aggregate_groups(aggregates, self.graph, streamed)
+        groups = aggregate_groups(aggregates, self.graph, engine)
         for group in groups:
             group.add_source_ctes(query)
         for level in sorted(by_level):

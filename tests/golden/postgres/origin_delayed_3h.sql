@@ -42,95 +42,57 @@ WITH "__spine" AS MATERIALIZED (
     "__p".*,
     "__p"."origin" AS "__f_origin"
   FROM "__spine" AS "__p"
-), "__agg_0_counts0___level_1" AS (
+), "__agg_0_frame0_all___level_1" AS (
   SELECT
     "__row",
-    "__c0_10800000000"
+    "__f_origin_delayed_3h"
   FROM (
     SELECT
       "__row",
-      CAST(COALESCE(
-        SUM("__c0_10800000000") OVER (
-          PARTITION BY "__k0"
-          ORDER BY "__at" ASC, "__side" ASC
-          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ),
-        0
-      ) AS BIGINT) AS "__c0_10800000000"
+      CAST(COUNT("__v0") OVER (
+        PARTITION BY "__k0"
+        ORDER BY CAST(EXTRACT(EPOCH FROM "__at") * 1000000 AS BIGINT) ASC
+        RANGE BETWEEN 10800000000 PRECEDING AND 1 PRECEDING
+      ) AS BIGINT) AS "__f_origin_delayed_3h"
     FROM (
       SELECT
-        "__rows"."__k0",
-        "__rows"."__at" AS "__at",
-        1 AS "__side",
+        "origin" AS "__k0",
+        CAST((
+          "time_hour" + (
+            "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+          ) * INTERVAL '1 MINUTE'
+        ) AS TIMESTAMP) AS "__at",
+        (
+          CASE WHEN (
+            "dep_delay" >= 15
+          ) THEN 1 END
+        ) AS "__v0",
         CAST(NULL AS BIGINT) AS "__row",
-        CASE WHEN NOT "__rows"."__v0" IS NULL THEN 1 ELSE 0 END AS "__c0_10800000000"
-      FROM (
-        SELECT
-          "origin" AS "__k0",
-          CAST((
-            "time_hour" + (
-              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
-            ) * INTERVAL '1 MINUTE'
-          ) AS TIMESTAMP) AS "__at",
-          (
-            CASE WHEN (
-              "dep_delay" >= 15
-            ) THEN 1 END
-          ) AS "__v0"
-        FROM "flights"
-        WHERE
-          NOT CAST((
-            "time_hour" + (
-              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
-            ) * INTERVAL '1 MINUTE'
-          ) AS TIMESTAMP) IS NULL
-          AND NOT "origin" IS NULL
-      ) AS "__rows"
-      UNION ALL
-      SELECT
-        "__rows"."__k0",
-        "__rows"."__at" + INTERVAL '3 HOUR' AS "__at",
-        1 AS "__side",
-        CAST(NULL AS BIGINT) AS "__row",
-        -CASE WHEN NOT "__rows"."__v0" IS NULL THEN 1 ELSE 0 END AS "__c0_10800000000"
-      FROM (
-        SELECT
-          "origin" AS "__k0",
-          CAST((
-            "time_hour" + (
-              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
-            ) * INTERVAL '1 MINUTE'
-          ) AS TIMESTAMP) AS "__at",
-          (
-            CASE WHEN (
-              "dep_delay" >= 15
-            ) THEN 1 END
-          ) AS "__v0"
-        FROM "flights"
-        WHERE
-          NOT CAST((
-            "time_hour" + (
-              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
-            ) * INTERVAL '1 MINUTE'
-          ) AS TIMESTAMP) IS NULL
-          AND NOT "origin" IS NULL
-      ) AS "__rows"
+        1 AS "__one"
+      FROM "flights"
+      WHERE
+        NOT CAST((
+          "time_hour" + (
+            "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
+          ) * INTERVAL '1 MINUTE'
+        ) AS TIMESTAMP) IS NULL
+        AND NOT "origin" IS NULL
       UNION ALL
       SELECT
         "__p"."__f_origin" AS "__k0",
         "__p"."__t" AS "__at",
-        0 AS "__side",
+        NULL AS "__v0",
         "__p"."__row" AS "__row",
-        CAST(NULL AS BIGINT) AS "__c0_10800000000"
+        NULL AS "__one"
       FROM "__level_1" AS "__p"
     ) AS "__stream"
-  ) AS "__marked"
+  ) AS "_t"
   WHERE
     NOT "__row" IS NULL
 ), "__agg_0_probe_2" AS (
   SELECT
     "__p"."__row",
-    "__agg_0_counts0___level_1"."__c0_10800000000" AS "__f_origin_delayed_3h"
+    "__agg_0_frame0_all___level_1"."__f_origin_delayed_3h" AS "__f_origin_delayed_3h"
   FROM (
     SELECT
       "__row",
@@ -138,8 +100,8 @@ WITH "__spine" AS MATERIALIZED (
       "__f_origin"
     FROM "__level_1"
   ) AS "__p"
-  LEFT JOIN "__agg_0_counts0___level_1"
-    ON "__agg_0_counts0___level_1"."__row" = "__p"."__row"
+  LEFT JOIN "__agg_0_frame0_all___level_1"
+    ON "__agg_0_frame0_all___level_1"."__row" = "__p"."__row"
 ), "__level_2" AS MATERIALIZED (
   SELECT
     "__p".*,
