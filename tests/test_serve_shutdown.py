@@ -83,7 +83,10 @@ def test_sigterm_refuses_new_connections_and_drains_the_requests_in_flight(
         in_flight = CLIENTS - len(outcomes)
         server.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
-        _wait_for(lambda: _refused(port), 5, "new connections refused after SIGTERM")
+        # At once on a quiet machine (0.00 s); under the whole suite's load the supervisor's
+        # handler once waited >5 s for uvicorn's health checks of busy workers. What matters
+        # is that refusing comes before the drain ends (asserted below).
+        _wait_for(lambda: _refused(port), 20, "new connections refused after SIGTERM")
         refused_after = time.monotonic() - stopped
         draining = CLIENTS - len(outcomes)
         assert server.poll() is None and draining > 0, "refused only once the drain had ended"

@@ -19,6 +19,12 @@ Five strategies, chosen per function:
 * min, max: spine and source rows in one stream, with a RANGE window frame
   ``[ts - window, ts - 1 microsecond]`` evaluated at the spine rows.
 
+These are DuckDB's. Spark and PostgreSQL have no ASOF JOIN: on both, counts, distinct counts,
+sums, means and deviations are streams the spine rows join at their cutoffs (see
+:mod:`mlprod.features.streamed`); on PostgreSQL, count, sum, mean, std, min and max are RANGE
+frames in one stream per group and lag instead, the sums in exact ``numeric``, whose moving
+frames PostgreSQL updates without re-reading them.
+
 An empty window gives 0 for count, count_distinct and sum, and NULL for the others; a spine
 row whose key is NULL sees an empty window.
 """
@@ -52,7 +58,6 @@ if TYPE_CHECKING:
 DECOMPOSABLE = frozenset({"count"})
 COUNTED = frozenset({"count", "count_distinct"})
 MOVING = frozenset({"count", "sum", "mean", "std", "min", "max"})
-FRAMED = frozenset({"min", "max"})
 PREV = "__p"
 Pairs = tuple[tuple[str, str], ...]
 
@@ -349,7 +354,7 @@ class AggregateGroup:
         compiler: MatrixCompiler,
     ) -> tuple[exp.Select, list[Node], list[exp.Expr]]:
         """Join the streamed totals of ``members`` (see :mod:`mlprod.features.streamed`);
-        return the members left to the other strategies."""
+        return the members left to the other strategies (on PostgreSQL, the framed ones)."""
         columns: list[exp.Expr] = []
         by_window: dict[tuple[timedelta, timedelta], list[Node]] = {}
         by_lag: dict[timedelta, list[Node]] = {}
