@@ -50,6 +50,11 @@ def minus(time: exp.Expr, offset: timedelta) -> exp.Expr:
     return time if offset == timedelta(0) else exp.Sub(this=time, expression=interval(offset))
 
 
+def plus(time: exp.Expr, offset: timedelta) -> exp.Expr:
+    """``time + offset``, or ``time`` itself for a zero offset."""
+    return time if offset == timedelta(0) else exp.Add(this=time, expression=interval(offset))
+
+
 def timestamp(value: exp.Expr) -> exp.Expr:
     """Normalise a time to TIMESTAMP (microseconds, no time zone, UTC by convention)."""
     return exp.cast(value, exp.DataType.Type.TIMESTAMP)

@@ -49,7 +49,7 @@ from mlprod.features.blocked import (
 from mlprod.features.dialects import Engine
 from mlprod.features.expressions import DIALECT
 from mlprod.features.graph import FeatureGraph, Node
-from mlprod.features.streamed import counts, window_parts, window_totals
+from mlprod.features.streamed import counts, spine_columns, window_parts, window_totals
 from mlprod.project.config import AggregateFeature
 
 if TYPE_CHECKING:
@@ -93,6 +93,14 @@ class AggregateGroup:
         """Exact moving aggregates over RANGE frames (PostgreSQL's numeric sums, counts and
         variances take rows back out of a frame as it moves: linear, and no rounding)."""
         return self.engine == "postgres"
+
+    def _moving_frame(self, function: str) -> bool:
+        """Whether ``function`` is a frame over one stream per lag, partitioned by key alone
+        (PostgreSQL: see :attr:`moving`; Spark: min and max, whose frames Spark slides over
+        a key's rows as they come, without blocks)."""
+        if self.moving:
+            return function in MOVING
+        return self.streamed and function in ("min", "max")
 
     @property
     def prefix(self) -> str:
@@ -304,7 +312,7 @@ class AggregateGroup:
             )
         for node in members:
             feature = self._feature(node)
-            if self.moving and feature.function in MOVING:  # one stream, a frame per window
+            if self._moving_frame(feature.function):  # one stream, a frame per window
                 framed.setdefault((feature.lag, None), []).append(node)
             elif feature.function in BLOCKED:
                 key = (feature.window, feature.lag)
@@ -340,9 +348,9 @@ class AggregateGroup:
             micros = f"{lag // sql.MICROSECOND}_{span}"
             name = f"{self.prefix}_frame{micros}_{previous}"
             framed_rows = self._framed(previous, lag, window, nodes, compiler)
-            select = self._join_row(query, select, name, framed_rows)
+            select, alias = self._join_row(query, select, name, framed_rows)
             for node in nodes:
-                columns.append(sql.alias(sql.col(f"__f_{node.name}", name), f"__f_{node.name}"))
+                columns.append(sql.alias(sql.col(f"__f_{node.name}", alias), f"__f_{node.name}"))
         return select, columns
 
     def _join_streamed(
@@ -361,7 +369,7 @@ class AggregateGroup:
         rest = []
         for node in members:
             feature = self._feature(node)
-            if self.moving and feature.function in MOVING:
+            if self._moving_frame(feature.function):
                 rest.append(node)
             elif feature.function in BLOCKED:
                 by_window.setdefault((feature.window, feature.lag), []).append(node)
@@ -372,27 +380,39 @@ class AggregateGroup:
         for lag, nodes in by_lag.items():
             name = f"{self.prefix}_counts{lag // sql.MICROSECOND}_{previous}"
             counted, column_of = counts(self, lag, nodes, previous, compiler)
-            select = self._join_row(query, select, name, counted)
-            columns += [sql.alias(sql.col(column_of[n.name], name), f"__f_{n.name}") for n in nodes]
+            select, alias = self._join_row(query, select, name, counted)
+            columns += [
+                sql.alias(sql.col(column_of[n.name], alias), f"__f_{n.name}") for n in nodes
+            ]
         for (window, lag), nodes in by_window.items():
             micros = f"{window // sql.MICROSECOND}_{lag // sql.MICROSECOND}"
             name = f"{self.prefix}_window{micros}_{previous}"
             totals = window_totals(self, window, lag, nodes, previous, compiler)
-            select = self._join_row(query, select, name, totals)
-            parts: dict[str, exp.Expr] = {p: sql.col(p, name) for p in window_parts(self, nodes)}
+            select, alias = self._join_row(query, select, name, totals)
+            parts: dict[str, exp.Expr] = {p: sql.col(p, alias) for p in window_parts(self, nodes)}
             for node in nodes:
                 value = blocked_value(self.function(node), self.value_index(node), parts)
                 columns.append(sql.alias(value, f"__f_{node.name}"))
         return select, rest, columns
 
-    @staticmethod
-    def _join_row(query: CteSink, select: exp.Select, name: str, table: exp.Select) -> exp.Select:
-        """Add ``table`` (one row per spine row) as a CTE and LEFT JOIN it by row id."""
+    def _join_row(
+        self, query: CteSink, select: exp.Select, name: str, table: exp.Select
+    ) -> tuple[exp.Select, str]:
+        """Add ``table`` (one row per spine row) as a CTE and LEFT JOIN it by row id; return
+        the select and the alias ``table``'s columns are read by.
+
+        A stream's output (Spark, PostgreSQL) has every row of the level once, with the
+        level's row id, time and keys (:func:`~mlprod.features.streamed.spine_columns`): the
+        first one replaces the level's rows instead of being joined to them (one join less).
+        """
         if name in {j.alias_or_name for j in select.args.get("joins") or []}:
-            return select
+            return select, name
         query.add(name, table)
+        level = select.args.get("from_") or select.args.get("from")
+        if self.streamed and isinstance(getattr(level, "this", None), exp.Subquery):
+            return select.from_(sql.table(name, PREV)), PREV
         on = exp.EQ(this=sql.col("__row", name), expression=sql.col("__row", PREV))
-        return select.join(sql.table(name), on=on, join_type="left")
+        return select.join(sql.table(name), on=on, join_type="left"), name
 
     def _asof(
         self, select: exp.Select, table: str, name: str, offset: timedelta, compiler: MatrixCompiler
@@ -466,6 +486,8 @@ class AggregateGroup:
             )
             keys.append(sql.col("__part"))
         outputs: list[exp.Expr] = [sql.col("__row")]
+        if self.streamed:
+            outputs = spine_columns(self, lag, compiler)
         for node in nodes:
             feature = self._feature(node)
             i = self.value_index(node)

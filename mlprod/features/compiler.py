@@ -128,9 +128,15 @@ def staged(query: exp.Select, tables: set[str]) -> StagedQuery:
 
 
 def _computed_features(step: exp.Select) -> tuple[str, ...]:
-    """Features whose column a step defines (``... AS __f_name``), not ones it passes on."""
+    """Features whose column a step defines (``... AS __f_name``), not ones it passes on
+    (a stream's key, ``__k0 AS __f_name``: see :func:`~mlprod.features.streamed.spine_columns`)."""
     prefix = feature_column("")
-    found = (a.alias for a in step.find_all(exp.Alias) if a.alias.startswith(prefix))
+    found = (
+        a.alias
+        for a in step.find_all(exp.Alias)
+        if a.alias.startswith(prefix)
+        and not (isinstance(a.this, exp.Column) and a.this.name.startswith("__k"))
+    )
     return tuple(dict.fromkeys(name.removeprefix(prefix) for name in found))
 
 

@@ -63,7 +63,7 @@ def for_engine(query: Statement, engine: Engine) -> Statement:
     query = query.copy()
     for select in list(query.find_all(exp.Select)):
         if any(_is_asof(j) for j in select.args.get("joins") or []):
-            _asof_as_streams(select)
+            _asof_as_streams(select, engine)
     for select in list(query.find_all(exp.Select)):
         if any(isinstance(e.unalias(), exp.Unnest) for e in select.expressions):
             select.replace(_unnest_as_union(select))
@@ -88,8 +88,9 @@ def _is_asof(join: exp.Join) -> bool:
     return str(join.args.get("method") or "").upper() == "ASOF"
 
 
-def _asof_as_streams(select: exp.Select) -> None:
-    """Replace each ASOF LEFT JOIN of ``select`` by a match stream and a plain LEFT JOIN."""
+def _asof_as_streams(select: exp.Select, engine: Engine) -> None:
+    """Replace each ASOF LEFT JOIN of ``select`` by a match stream and a plain LEFT JOIN
+    (Spark: the stream carries the matched row itself, see :func:`_latest_stream`)."""
     source = select.args["from_"] if "from_" in select.args else select.args["from"]
     probe = source.this  # the probe: a subquery with __row, __t and the keys, aliased __p
     probe_alias = probe.alias_or_name
@@ -101,6 +102,12 @@ def _asof_as_streams(select: exp.Select) -> None:
         name = join.this.alias_or_name
         table = join.this.name
         equal, at = _split_condition(join.args["on"], name)
+        if engine == "spark":
+            read = sorted({c.name for c in select.find_all(exp.Column) if c.table == name})
+            latest = _latest_stream(probe, probe_alias, table, equal, at, read)
+            on = exp.EQ(this=sql.col("__row", name), expression=sql.col("__row", probe_alias))
+            joins.append(exp.Join(this=sql.subquery(latest, name), side="LEFT", on=on))
+            continue
         match = f"{name}__match"
         stream = _match_stream(probe, probe_alias, table, equal, at)
         on_row = exp.EQ(this=sql.col("__row", match), expression=sql.col("__row", probe_alias))
@@ -141,43 +148,81 @@ def _match_stream(
     at: exp.Expr,
 ) -> exp.Select:
     """Each probe row's ``__row`` and the time ``__m`` of its as-of match (NULL: none)."""
+    return _stream(
+        probe, probe_alias, table, equal, at, sql.col("__at"), exp.Max(this=sql.col("__m"))
+    )
+
+
+def _latest_stream(
+    probe: exp.Expr,
+    probe_alias: str,
+    table: str,
+    equal: list[tuple[exp.Column, exp.Expr]],
+    at: exp.Expr,
+    read: list[str],
+) -> exp.Select:
+    """Each probe row's ``__row`` and the columns ``read`` of its as-of match (NULL: none).
+
+    The table's rows carry themselves as one struct, and the latest non-null struct before
+    each probe row is its match (a NULL value in the match stays NULL), so nothing is joined
+    back (Spark's ``last(...) IGNORE NULLS``).
+    """
+    row = exp.Struct(expressions=[sql.alias(sql.col(c), c) for c in read])
+    latest = exp.IgnoreNulls(this=exp.Last(this=sql.col("__m")))
+    select = _stream(probe, probe_alias, table, equal, at, row, latest)
+    fields = [
+        sql.alias(exp.Dot(this=sql.col("__m"), expression=exp.to_identifier(c, quoted=True)), c)
+        for c in read
+    ]
+    return exp.select(sql.col("__row"), *fields).from_(sql.subquery(select, "__matched"))
+
+
+def _stream(
+    probe: exp.Expr,
+    probe_alias: str,
+    table: str,
+    equal: list[tuple[exp.Column, exp.Expr]],
+    at: exp.Expr,
+    carried: exp.Expr,
+    running: exp.Expr,
+) -> exp.Select:
+    """The probe's rows and the table's (``carried`` as ``__m``; NULL on probe rows) in one
+    stream per key, by time, probe rows first among equal times; ``running`` (over ``__m``)
+    read at each probe row as ``__m``, with its ``__row``."""
     keys = [f"__e{i}" for i in range(len(equal))]
     probe_rows = exp.select(
         sql.alias(sql.col("__row", probe_alias), "__row"),
         *[sql.alias(left.copy(), key) for key, (_, left) in zip(keys, equal, strict=True)],
         sql.alias(at.copy(), "__at"),
         sql.alias(exp.Literal.number(0), "__side"),
+        sql.alias(exp.null(), "__m"),
     ).from_(probe.copy())
     table_rows = exp.select(
         sql.alias(exp.cast(exp.null(), exp.DataType.Type.BIGINT), "__row"),
         *[sql.alias(sql.col(right.name), key) for key, (right, _) in zip(keys, equal, strict=True)],
         sql.alias(sql.col("__at"), "__at"),
         sql.alias(exp.Literal.number(1), "__side"),
+        sql.alias(carried, "__m"),
     ).from_(sql.table(table))
     for right, _ in equal:
         table_rows = table_rows.where(
             exp.not_(exp.Is(this=sql.col(right.name), expression=exp.null()))
         )
     stream = exp.union(probe_rows, table_rows, distinct=False)
-    latest = exp.Max(
-        this=sql.case_when(
-            exp.EQ(this=sql.col("__side"), expression=exp.Literal.number(1)), sql.col("__at")
-        )
-    )
     order = exp.Order(
         expressions=[
             exp.Ordered(this=sql.col("__at"), nulls_first=False),
             exp.Ordered(this=sql.col("__side"), nulls_first=False),
         ]
     )
-    running = exp.Window(
-        this=latest,
+    window = exp.Window(
+        this=running,
         partition_by=[sql.col(k) for k in keys],
         order=order,
         spec=sql.running_total(),
         over="OVER",
     )
-    marked = exp.select(sql.col("__row"), sql.col("__side"), sql.alias(running, "__m")).from_(
+    marked = exp.select(sql.col("__row"), sql.col("__side"), sql.alias(window, "__m")).from_(
         stream.subquery(exp.to_identifier("__stream", quoted=True))
     )
     side = exp.EQ(this=sql.col("__side"), expression=exp.Literal.number(0))

@@ -132,7 +132,7 @@ def build_matrix(
             spill = spill_directory(folder, config)
             spill.parent.mkdir(parents=True, exist_ok=True)  # DuckDB makes only the last folder
             con = stack.enter_context(connect(config.engine, spill))
-            fetch = partial(_duckdb_fetch, con)
+            fetch = partial(duckdb_fetch, con)
             read_source = partial(open_source, con, folder, config)
             if kind == "spark":  # checks and plan on Spark; DuckDB reads what Spark cannot
                 spark = stack.enter_context(SparkBuild(con, folder, config))
@@ -371,7 +371,7 @@ def _source_of(node: Node) -> str | None:
 Fetch = Callable[[exp.Select], tuple[list[str], list[tuple[Any, ...]]]]
 
 
-def _duckdb_fetch(
+def duckdb_fetch(
     con: duckdb.DuckDBPyConnection, select: exp.Select
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run a check's query in DuckDB: column names and rows."""

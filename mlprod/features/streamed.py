@@ -105,6 +105,7 @@ def window_totals(
             copy = copy.join(
                 sql.table(f"{group.prefix}_shift", "__shift"), on=sql.and_all(on), join_type="left"
             )
+        copy = _changing(copy, [p for n, p in parts.items() if n.startswith(("__n", "__c"))])
         stream = copy if stream is None else exp.union(stream, copy, distinct=False)
     cutoff = sql.minus(sql.col("__t", PREV), lag)
     spine = exp.select(
@@ -121,7 +122,7 @@ def window_totals(
     partition: list[exp.Expr] = [*[sql.col(k) for k in keys], sql.col("__blk")]
     order: list[exp.Expr] = [sql.col("__at"), sql.col("__side")]
     leaving = exp.EQ(this=sql.col("__leave"), expression=exp.Literal.number(1))
-    read: list[exp.Expr] = [sql.col("__row")]
+    read: list[exp.Expr] = [sql.col("__row"), sql.col("__at"), *[sql.col(k) for k in keys]]
     for name in parts:
         # the window at the block's start is the whole previous block: what leaves in this one
         start = exp.Sum(this=sql.case_when(leaving.copy(), sql.col(name)))
@@ -133,7 +134,7 @@ def window_totals(
         read.append(sql.alias(total, name))
     windowed = exp.select(*read).from_(stream.subquery("__stream"))
     return (
-        exp.select(sql.col("__row"), *[sql.col(name) for name in parts])
+        exp.select(*spine_columns(group, lag, compiler), *[sql.col(name) for name in parts])
         .from_(sql.subquery(windowed, "__windowed"))
         .where(exp.not_(exp.Is(this=sql.col("__row"), expression=exp.null())))
     )
@@ -180,14 +181,17 @@ def counts(
     arrived = sql.col("__at", "__rows")
     source = [sql.col(k, "__rows") for k in keys]
     # each row counts from its time on, and stops counting one window later
-    stream: exp.Select | exp.Union = exp.select(
-        *source, *row(arrived, 1, {n: change for n, (_, change) in changes.items()})
-    ).from_(sql.subquery(rows, "__rows"))
+    entering = {n: change for n, (_, change) in changes.items()}
+    stream: exp.Select | exp.Union = _changing(
+        exp.select(*source, *row(arrived, 1, entering)).from_(sql.subquery(rows, "__rows")),
+        list(entering.values()),
+    )
     for window in sorted({w for w, _ in changes.values()}):
         left = {n: exp.Neg(this=c.copy()) for n, (w, c) in changes.items() if w == window}
         later = exp.Add(this=arrived.copy(), expression=sql.interval(window))
         leaving = exp.select(*[s.copy() for s in source], *row(later, 1, left))
-        leaving = leaving.from_(sql.subquery(rows.copy(), "__rows"))
+        counted = [c for w, c in changes.values() if w == window]
+        leaving = _changing(leaving.from_(sql.subquery(rows.copy(), "__rows")), counted)
         stream = exp.union(stream, leaving, distinct=False)
     for name, (i, window) in distinct.items():
         events = exp.select(
@@ -211,17 +215,47 @@ def counts(
         )
         for n in names
     ]
-    marked = exp.select(sql.col("__row"), *running).from_(stream.subquery("__stream"))
+    marked = exp.select(
+        sql.col("__row"), sql.col("__at"), *[sql.col(k) for k in keys], *running
+    ).from_(stream.subquery("__stream"))
     select = (
-        exp.select(sql.col("__row"), *[sql.col(n) for n in names])
+        exp.select(*spine_columns(group, lag, compiler), *[sql.col(n) for n in names])
         .from_(sql.subquery(marked, "__marked"))
         .where(exp.not_(exp.Is(this=sql.col("__row"), expression=exp.null())))
     )
     return select, column_of
 
 
+def _changing(select: exp.Select, changes: list[exp.Expr]) -> exp.Select:
+    """Only the rows that change a total (``changes``: each total's count of the row): a
+    filtered count (e.g. of cancelled flights) streams its own rows, not every row of the
+    source, and a row without a value is left out of its sums."""
+    if not changes:  # distinct counts only: they have events of their own
+        return select.where(exp.false())
+    if any(isinstance(c.unnest(), exp.Literal) for c in changes):
+        return select  # a count of rows: every row counts
+    differs = [exp.NEQ(this=c.copy(), expression=exp.Literal.number(0)) for c in changes]
+    return select.where(exp.or_(*[exp.paren(d, copy=False) for d in differs]))
+
+
 def _type(part: str) -> exp.DType:
     return BIGINT if part.startswith(("__n", "__c")) else DOUBLE
+
+
+def spine_columns(
+    group: AggregateGroup, lag: timedelta, compiler: MatrixCompiler
+) -> list[exp.Expr]:
+    """The spine row's own columns, from a stream's spine rows (their ``__row``, cutoff
+    ``__at`` and keys ``__k<i>``): row id, time and the keys as the level names them, so the
+    stream's output can stand for the level's rows (see ``AggregateGroup._join_row``)."""
+    names: dict[str, str] = {}
+    for i, (spine, _) in enumerate(group.pairs):
+        names.setdefault(compiler.spine_ref(spine).name, f"__k{i}")
+    return [
+        sql.col("__row"),
+        sql.alias(sql.plus(sql.col("__at"), lag), "__t"),
+        *[sql.alias(sql.col(key), name) for name, key in names.items()],
+    ]
 
 
 def _spine_keys(group: AggregateGroup, keys: list[str], compiler: MatrixCompiler) -> list[exp.Expr]:

@@ -101,7 +101,7 @@ WITH "__spine" AS MATERIALIZED (
       SELECT
         "__row",
         "__side",
-        MAX(CASE WHEN "__side" = 1 THEN "__at" END) OVER (
+        MAX("__m") OVER (
           PARTITION BY "__e0", "__e1"
           ORDER BY "__at", "__side"
           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
@@ -112,7 +112,8 @@ WITH "__spine" AS MATERIALIZED (
           "__p"."__f_carrier" AS "__e0",
           "__p"."flight" AS "__e1",
           "__p"."__t" AS "__at",
-          0 AS "__side"
+          0 AS "__side",
+          NULL AS "__m"
         FROM (
           SELECT
             "__row",
@@ -127,7 +128,8 @@ WITH "__spine" AS MATERIALIZED (
           "__k0" AS "__e0",
           "__k1" AS "__e1",
           "__at" AS "__at",
-          1 AS "__side"
+          1 AS "__side",
+          "__at" AS "__m"
         FROM "__agg_0_last0"
         WHERE
           NOT "__k0" IS NULL AND NOT "__k1" IS NULL

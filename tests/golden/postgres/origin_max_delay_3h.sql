@@ -45,10 +45,14 @@ WITH "__spine" AS MATERIALIZED (
 ), "__agg_0_frame0_all___level_1" AS (
   SELECT
     "__row",
+    "__t",
+    "__f_origin",
     "__f_origin_max_delay_3h"
   FROM (
     SELECT
       "__row",
+      "__at" AS "__t",
+      "__k0" AS "__f_origin",
       MAX("__v0") OVER (
         PARTITION BY "__k0"
         ORDER BY CAST(EXTRACT(EPOCH FROM "__at") * 1000000 AS BIGINT) ASC
@@ -88,16 +92,8 @@ WITH "__spine" AS MATERIALIZED (
 ), "__agg_0_probe_2" AS (
   SELECT
     "__p"."__row",
-    "__agg_0_frame0_all___level_1"."__f_origin_max_delay_3h" AS "__f_origin_max_delay_3h"
-  FROM (
-    SELECT
-      "__row",
-      "__t",
-      "__f_origin"
-    FROM "__level_1"
-  ) AS "__p"
-  LEFT JOIN "__agg_0_frame0_all___level_1"
-    ON "__agg_0_frame0_all___level_1"."__row" = "__p"."__row"
+    "__p"."__f_origin_max_delay_3h" AS "__f_origin_max_delay_3h"
+  FROM "__agg_0_frame0_all___level_1" AS "__p"
 ), "__level_2" AS MATERIALIZED (
   SELECT
     "__p".*,

@@ -81,7 +81,7 @@ WITH "__spine" AS MATERIALIZED (
       SELECT
         "__row",
         "__side",
-        MAX(CASE WHEN "__side" = 1 THEN "__at" END) OVER (
+        MAX("__m") OVER (
           PARTITION BY "__e0"
           ORDER BY "__at", "__side"
           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
@@ -91,7 +91,8 @@ WITH "__spine" AS MATERIALIZED (
           "__p"."__row" AS "__row",
           "__p"."__f_origin" AS "__e0",
           "__p"."__t" AS "__at",
-          0 AS "__side"
+          0 AS "__side",
+          NULL AS "__m"
         FROM (
           SELECT
             "__row",
@@ -104,7 +105,8 @@ WITH "__spine" AS MATERIALIZED (
           CAST(NULL AS BIGINT) AS "__row",
           "__k0" AS "__e0",
           "__at" AS "__at",
-          1 AS "__side"
+          1 AS "__side",
+          "__at" AS "__m"
         FROM "__asof_2_0"
         WHERE
           NOT "__k0" IS NULL

@@ -96,57 +96,57 @@ WITH `__spine` AS (
   LEFT JOIN (
     SELECT
       `__row`,
-      `__m`
+      `__m`.`__at` AS `__at`,
+      `__m`.`__k0` AS `__k0`,
+      `__m`.`__k1` AS `__k1`,
+      `__m`.`__v` AS `__v`
     FROM (
       SELECT
         `__row`,
-        `__side`,
-        MAX(CASE WHEN `__side` = 1 THEN `__at` END) OVER (
-          PARTITION BY `__e0`, `__e1`
-          ORDER BY `__at` NULLS LAST, `__side` NULLS LAST
-          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS `__m`
+        `__m`
       FROM (
         SELECT
-          `__p`.`__row` AS `__row`,
-          `__p`.`__f_carrier` AS `__e0`,
-          `__p`.`flight` AS `__e1`,
-          `__p`.`__t` AS `__at`,
-          0 AS `__side`
+          `__row`,
+          `__side`,
+          LAST(`__m`) IGNORE NULLS OVER (
+            PARTITION BY `__e0`, `__e1`
+            ORDER BY `__at` NULLS LAST, `__side` NULLS LAST
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+          ) AS `__m`
         FROM (
           SELECT
-            `__row`,
-            `__t`,
-            `__f_carrier`,
-            `flight`
-          FROM `__level_1`
-        ) AS `__p`
-        UNION ALL
-        SELECT
-          CAST(NULL AS BIGINT) AS `__row`,
-          `__k0` AS `__e0`,
-          `__k1` AS `__e1`,
-          `__at` AS `__at`,
-          1 AS `__side`
-        FROM `__agg_0_last0`
-        WHERE
-          NOT `__k0` IS NULL AND NOT `__k1` IS NULL
-      ) AS `__stream`
-    ) AS `__marked`
-    WHERE
-      `__side` = 0
-  ) AS `__agg_0_last0_0___level_1__match`
-    ON `__agg_0_last0_0___level_1__match`.`__row` = `__p`.`__row`
-  LEFT JOIN `__agg_0_last0` AS `__agg_0_last0_0___level_1`
-    ON (
-      `__agg_0_last0_0___level_1`.`__k0` = `__p`.`__f_carrier`
-    )
-    AND (
-      `__agg_0_last0_0___level_1`.`__k1` = `__p`.`flight`
-    )
-    AND (
-      `__agg_0_last0_0___level_1`.`__at` = `__agg_0_last0_0___level_1__match`.`__m`
-    )
+            `__p`.`__row` AS `__row`,
+            `__p`.`__f_carrier` AS `__e0`,
+            `__p`.`flight` AS `__e1`,
+            `__p`.`__t` AS `__at`,
+            0 AS `__side`,
+            NULL AS `__m`
+          FROM (
+            SELECT
+              `__row`,
+              `__t`,
+              `__f_carrier`,
+              `flight`
+            FROM `__level_1`
+          ) AS `__p`
+          UNION ALL
+          SELECT
+            CAST(NULL AS BIGINT) AS `__row`,
+            `__k0` AS `__e0`,
+            `__k1` AS `__e1`,
+            `__at` AS `__at`,
+            1 AS `__side`,
+            STRUCT(`__at` AS `__at`, `__k0` AS `__k0`, `__k1` AS `__k1`, `__v` AS `__v`) AS `__m`
+          FROM `__agg_0_last0`
+          WHERE
+            NOT `__k0` IS NULL AND NOT `__k1` IS NULL
+        ) AS `__stream`
+      ) AS `__marked`
+      WHERE
+        `__side` = 0
+    ) AS `__matched`
+  ) AS `__agg_0_last0_0___level_1`
+    ON `__agg_0_last0_0___level_1`.`__row` = `__p`.`__row`
 ), `__level_2` AS (
   SELECT
     `__p`.*,

@@ -45,10 +45,14 @@ WITH `__spine` AS (
 ), `__agg_0_counts0___level_1` AS (
   SELECT
     `__row`,
+    `__at` AS `__t`,
+    `__k0` AS `__f_origin`,
     `__c0_10800000000`
   FROM (
     SELECT
       `__row`,
+      `__at`,
+      `__k0`,
       CAST(COALESCE(
         SUM(`__c0_10800000000`) OVER (
           PARTITION BY `__k0`
@@ -86,6 +90,10 @@ WITH `__spine` AS (
           ) AS TIMESTAMP) IS NULL
           AND NOT `origin` IS NULL
       ) AS `__rows`
+      WHERE
+        (
+          CASE WHEN NOT `__rows`.`__v0` IS NULL THEN 1 ELSE 0 END <> 0
+        )
       UNION ALL
       SELECT
         `__rows`.`__k0`,
@@ -115,6 +123,10 @@ WITH `__spine` AS (
           ) AS TIMESTAMP) IS NULL
           AND NOT `origin` IS NULL
       ) AS `__rows`
+      WHERE
+        (
+          CASE WHEN NOT `__rows`.`__v0` IS NULL THEN 1 ELSE 0 END <> 0
+        )
       UNION ALL
       SELECT
         `__p`.`__f_origin` AS `__k0`,
@@ -130,16 +142,8 @@ WITH `__spine` AS (
 ), `__agg_0_probe_2` AS (
   SELECT
     `__p`.`__row`,
-    `__agg_0_counts0___level_1`.`__c0_10800000000` AS `__f_origin_delayed_3h`
-  FROM (
-    SELECT
-      `__row`,
-      `__t`,
-      `__f_origin`
-    FROM `__level_1`
-  ) AS `__p`
-  LEFT JOIN `__agg_0_counts0___level_1`
-    ON `__agg_0_counts0___level_1`.`__row` = `__p`.`__row`
+    `__p`.`__c0_10800000000` AS `__f_origin_delayed_3h`
+  FROM `__agg_0_counts0___level_1` AS `__p`
 ), `__level_2` AS (
   SELECT
     `__p`.*,

@@ -42,71 +42,48 @@ WITH `__spine` AS (
     `__p`.*,
     `__p`.`origin` AS `__f_origin`
   FROM `__spine` AS `__p`
-), `__agg_0_frame0_10800000000___level_1` AS (
+), `__agg_0_frame0_all___level_1` AS (
   SELECT
     `__row`,
+    `__t`,
+    `__f_origin`,
     `__f_origin_max_delay_3h`
   FROM (
     SELECT
       `__row`,
+      `__at` AS `__t`,
+      `__k0` AS `__f_origin`,
       MAX(`__v0`) OVER (
-        PARTITION BY `__k0`, `__part`
+        PARTITION BY `__k0`
         ORDER BY UNIX_MICROS(CAST(`__at` AS TIMESTAMP_LTZ)) ASC NULLS LAST
         RANGE BETWEEN 10800000000 PRECEDING AND 1 PRECEDING
       ) AS `__f_origin_max_delay_3h`
     FROM (
       SELECT
-        *,
-        UNIX_MICROS(CAST(`__at` AS TIMESTAMP_LTZ)) DIV 10800000000 + 0 AS `__part`
-      FROM (
-        SELECT
-          `origin` AS `__k0`,
-          CAST((
-            `time_hour` + (
-              `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
-            ) * INTERVAL '1' MINUTE
-          ) AS TIMESTAMP) AS `__at`,
-          `dep_delay` AS `__v0`,
-          CAST(NULL AS BIGINT) AS `__row`
-        FROM `flights`
-        WHERE
-          NOT CAST((
-            `time_hour` + (
-              `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
-            ) * INTERVAL '1' MINUTE
-          ) AS TIMESTAMP) IS NULL
-          AND NOT `origin` IS NULL
-      ) AS `__rows`
-      UNION ALL
-      SELECT
-        *,
-        UNIX_MICROS(CAST(`__at` AS TIMESTAMP_LTZ)) DIV 10800000000 + 1 AS `__part`
-      FROM (
-        SELECT
-          `origin` AS `__k0`,
-          CAST((
-            `time_hour` + (
-              `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
-            ) * INTERVAL '1' MINUTE
-          ) AS TIMESTAMP) AS `__at`,
-          `dep_delay` AS `__v0`,
-          CAST(NULL AS BIGINT) AS `__row`
-        FROM `flights`
-        WHERE
-          NOT CAST((
-            `time_hour` + (
-              `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
-            ) * INTERVAL '1' MINUTE
-          ) AS TIMESTAMP) IS NULL
-          AND NOT `origin` IS NULL
-      ) AS `__rows`
+        `origin` AS `__k0`,
+        CAST((
+          `time_hour` + (
+            `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
+          ) * INTERVAL '1' MINUTE
+        ) AS TIMESTAMP) AS `__at`,
+        `dep_delay` AS `__v0`,
+        CAST(NULL AS BIGINT) AS `__row`,
+        1 AS `__one`
+      FROM `flights`
+      WHERE
+        NOT CAST((
+          `time_hour` + (
+            `minute` + CAST(COALESCE(`dep_delay`, 0) AS BIGINT)
+          ) * INTERVAL '1' MINUTE
+        ) AS TIMESTAMP) IS NULL
+        AND NOT `origin` IS NULL
       UNION ALL
       SELECT
         `__p`.`__f_origin` AS `__k0`,
         `__p`.`__t` AS `__at`,
         NULL AS `__v0`,
         `__p`.`__row` AS `__row`,
-        UNIX_MICROS(CAST(`__p`.`__t` AS TIMESTAMP_LTZ)) DIV 10800000000 AS `__part`
+        NULL AS `__one`
       FROM `__level_1` AS `__p`
     ) AS `__stream`
   ) AS `_t`
@@ -115,16 +92,8 @@ WITH `__spine` AS (
 ), `__agg_0_probe_2` AS (
   SELECT
     `__p`.`__row`,
-    `__agg_0_frame0_10800000000___level_1`.`__f_origin_max_delay_3h` AS `__f_origin_max_delay_3h`
-  FROM (
-    SELECT
-      `__row`,
-      `__t`,
-      `__f_origin`
-    FROM `__level_1`
-  ) AS `__p`
-  LEFT JOIN `__agg_0_frame0_10800000000___level_1`
-    ON `__agg_0_frame0_10800000000___level_1`.`__row` = `__p`.`__row`
+    `__p`.`__f_origin_max_delay_3h` AS `__f_origin_max_delay_3h`
+  FROM `__agg_0_frame0_all___level_1` AS `__p`
 ), `__level_2` AS (
   SELECT
     `__p`.*,
