@@ -149,6 +149,17 @@ def test_window_start_is_inclusive(lag: str) -> None:
     _assert_features(_only_row(features, [middle, _row(start - US, 10.0)]), _expected([1.0]))
 
 
+def test_a_window_across_the_epoch() -> None:
+    """Times before 1970 are as good as any: a window from 23:40 on 1969-12-31 to 00:10 sees
+    a row on each side of midnight once (windowed sums are kept in blocks numbered from the
+    epoch, rounded down)."""
+    t = datetime(1970, 1, 1, 0, 10)
+    features = [_aggregate(f"x_{f}", f, "30min") for f in FUNCTIONS]
+    rows = [_row(t - 25 * MINUTE, 10.0), _row(t - 5 * MINUTE, 1.0), _row(t - 31 * MINUTE, 7.0)]
+    _, result = engine_matrix(features, [_event(t)], rows)
+    _assert_features(result[0], _expected([10.0, 1.0]))
+
+
 def test_max_staleness_boundary_is_inclusive() -> None:
     """asof with max_staleness S: a row available at t - S is fresh, at t - S - 1us stale."""
     feature = {

@@ -23,7 +23,8 @@ These are DuckDB's. Spark and PostgreSQL have no ASOF JOIN: on both, counts, dis
 sums, means and deviations are streams the spine rows join at their cutoffs (see
 :mod:`mlprod.features.streamed`); on PostgreSQL, count, sum, mean, std, min and max are RANGE
 frames in one stream per group and lag instead, the sums in exact ``numeric``, whose moving
-frames PostgreSQL updates without re-reading them.
+frames PostgreSQL updates without re-reading them. Min and max on Spark are such frames too,
+over one stream per key (Spark slides a frame over a key's rows; the blocks are DuckDB's).
 
 An empty window gives 0 for count, count_distinct and sum, and NULL for the others; a spine
 row whose key is NULL sees an empty window.

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from mlprod.features.compiler import MatrixCompiler
 
 BLOCKED = frozenset({"sum", "mean", "std"})
+_BEFORE_YEAR_1 = 62_135_596_800_000_000  # microseconds from 0001-01-01 to 1970-01-01
 PREV = "__p"
 
 
@@ -183,9 +184,17 @@ def key_medians(group: AggregateGroup, indices: list[int]) -> exp.Select:
 
 
 def block_of(time: exp.Expr, window: timedelta) -> exp.Expr:
-    """The number of the block of length ``window`` (aligned on the epoch) holding ``time``."""
-    width = exp.Literal.number(window // sql.MICROSECOND)
-    return exp.IntDiv(this=exp.func("epoch_us", time), expression=width)
+    """The number of the block of length ``window`` (aligned on the epoch) holding ``time``.
+
+    Rounded down, also before 1970: ``//`` truncates toward zero, so the epoch microseconds
+    are first moved by a multiple of the width that makes every time from year 1 on positive
+    (otherwise block 0 would span two widths, and a window across the epoch add up wrong).
+    """
+    width = window // sql.MICROSECOND
+    blocks = -(-_BEFORE_YEAR_1 // width)  # whole blocks covering every time from year 1
+    moved = exp.Add(this=exp.func("epoch_us", time), expression=exp.Literal.number(blocks * width))
+    quotient = exp.IntDiv(this=exp.paren(moved), expression=exp.Literal.number(width))
+    return exp.Sub(this=quotient, expression=exp.Literal.number(blocks))
 
 
 def blocked_value(function: str, i: int, totals: dict[str, exp.Expr]) -> exp.Expr:

@@ -45,7 +45,9 @@ WITH "__spine" AS MATERIALIZED (
   FROM (
     SELECT
       *,
-      EPOCH_US("__at") // 10800000000 + 0 AS "__part"
+      (
+        EPOCH_US("__at") + 62135596800000000
+      ) // 10800000000 - 5753296 + 0 AS "__part"
     FROM (
       SELECT
         "origin" AS "__k0",
@@ -64,7 +66,9 @@ WITH "__spine" AS MATERIALIZED (
     UNION ALL
     SELECT
       *,
-      EPOCH_US("__at") // 10800000000 + 1 AS "__part"
+      (
+        EPOCH_US("__at") + 62135596800000000
+      ) // 10800000000 - 5753296 + 1 AS "__part"
     FROM (
       SELECT
         "origin" AS "__k0",
@@ -86,7 +90,9 @@ WITH "__spine" AS MATERIALIZED (
       "__p"."__t" AS "__at",
       NULL AS "__v0",
       "__p"."__row" AS "__row",
-      EPOCH_US("__p"."__t") // 10800000000 AS "__part"
+      (
+        EPOCH_US("__p"."__t") + 62135596800000000
+      ) // 10800000000 - 5753296 AS "__part"
     FROM "__level_1" AS "__p"
   ) AS "__stream"
   QUALIFY
