@@ -55,6 +55,15 @@ def plus(time: exp.Expr, offset: timedelta) -> exp.Expr:
     return time if offset == timedelta(0) else exp.Add(this=time, expression=interval(offset))
 
 
+def from_of(select: exp.Select) -> exp.Expr:
+    """What a select reads: the table or subquery of its FROM (sqlglot names the argument
+    ``from_`` or ``from`` by version)."""
+    clause = select.args.get("from_") or select.args.get("from")
+    assert clause is not None, select.sql()
+    source: exp.Expr = clause.this
+    return source
+
+
 def timestamp(value: exp.Expr) -> exp.Expr:
     """Normalise a time to TIMESTAMP (microseconds, no time zone, UTC by convention)."""
     return exp.cast(value, exp.DataType.Type.TIMESTAMP)

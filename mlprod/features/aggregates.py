@@ -409,8 +409,7 @@ class AggregateGroup:
         if name in {j.alias_or_name for j in select.args.get("joins") or []}:
             return select, name
         query.add(name, table)
-        level = select.args.get("from_") or select.args.get("from")
-        if self.streamed and isinstance(getattr(level, "this", None), exp.Subquery):
+        if self.streamed and isinstance(sql.from_of(select), exp.Subquery):
             return select.from_(sql.table(name, PREV)), PREV
         on = exp.EQ(this=sql.col("__row", name), expression=sql.col("__row", PREV))
         return select.join(sql.table(name), on=on, join_type="left"), name

@@ -91,8 +91,7 @@ def _is_asof(join: exp.Join) -> bool:
 def _asof_as_streams(select: exp.Select, engine: Engine) -> None:
     """Replace each ASOF LEFT JOIN of ``select`` by a match stream and a plain LEFT JOIN
     (Spark: the stream carries the matched row itself, see :func:`_latest_stream`)."""
-    source = select.args["from_"] if "from_" in select.args else select.args["from"]
-    probe = source.this  # the probe: a subquery with __row, __t and the keys, aliased __p
+    probe = sql.from_of(select)  # the probe: a subquery with __row, __t and the keys, as __p
     probe_alias = probe.alias_or_name
     joins: list[exp.Join] = []
     for join in select.args.get("joins") or []:

@@ -105,7 +105,7 @@ def window_totals(
             copy = copy.join(
                 sql.table(f"{group.prefix}_shift", "__shift"), on=sql.and_all(on), join_type="left"
             )
-        copy = _changing(copy, [p for n, p in parts.items() if n.startswith(("__n", "__c"))])
+        copy = _changing(copy, {n: p for n, p in parts.items() if n.startswith(("__n", "__c"))})
         stream = copy if stream is None else exp.union(stream, copy, distinct=False)
     cutoff = sql.minus(sql.col("__t", PREV), lag)
     spine = exp.select(
@@ -181,26 +181,26 @@ def counts(
     arrived = sql.col("__at", "__rows")
     source = [sql.col(k, "__rows") for k in keys]
     # each row counts from its time on, and stops counting one window later
-    entering = {n: change for n, (_, change) in changes.items()}
-    stream: exp.Select | exp.Union = _changing(
-        exp.select(*source, *row(arrived, 1, entering)).from_(sql.subquery(rows, "__rows")),
-        list(entering.values()),
-    )
-    for window in sorted({w for w, _ in changes.values()}):
-        left = {n: exp.Neg(this=c.copy()) for n, (w, c) in changes.items() if w == window}
-        later = exp.Add(this=arrived.copy(), expression=sql.interval(window))
-        leaving = exp.select(*[s.copy() for s in source], *row(later, 1, left))
-        counted = [c for w, c in changes.values() if w == window]
-        leaving = _changing(leaving.from_(sql.subquery(rows.copy(), "__rows")), counted)
-        stream = exp.union(stream, leaving, distinct=False)
+    branches: list[exp.Select] = []
+    for leaves in [None, *sorted({w for w, _ in changes.values()})]:
+        counted = {n: c for n, (w, c) in changes.items() if leaves in (None, w)}
+        if not counted:  # distinct counts only: their events are their own
+            continue
+        at: exp.Expr = arrived.copy()
+        if leaves is not None:  # leaving: one window after arriving, taking its count back
+            at = exp.Add(this=at, expression=sql.interval(leaves))
+            counted = {n: exp.Neg(this=c.copy()) for n, c in counted.items()}
+        branch = exp.select(*[s.copy() for s in source], *row(at, 1, counted))
+        branches.append(_changing(branch.from_(sql.subquery(rows.copy(), "__rows")), counted))
     for name, (i, window) in distinct.items():
         events = exp.select(
             *[sql.col(k) for k in keys], *row(sql.col("__at"), 1, {name: sql.col("__d")})
         ).from_(sql.subquery(group.distinct_events(i, window), "__events"))
-        stream = exp.union(stream, events, distinct=False)
+        branches.append(events)
     cutoff = sql.minus(sql.col("__t", PREV), lag)
     spine = exp.select(*_spine_keys(group, keys, compiler), *row(cutoff, 0, {}))
-    stream = exp.union(stream, spine.from_(sql.table(previous, PREV)), distinct=False)
+    branches.append(spine.from_(sql.table(previous, PREV)))
+    stream = exp.union(*branches, distinct=False)
     partition: list[exp.Expr] = [sql.col(k) for k in keys]
     order: list[exp.Expr] = [sql.col("__at"), sql.col("__side")]
     running = [
@@ -226,15 +226,14 @@ def counts(
     return select, column_of
 
 
-def _changing(select: exp.Select, changes: list[exp.Expr]) -> exp.Select:
-    """Only the rows that change a total (``changes``: each total's count of the row): a
-    filtered count (e.g. of cancelled flights) streams its own rows, not every row of the
-    source, and a row without a value is left out of its sums."""
-    if not changes:  # distinct counts only: they have events of their own
-        return select.where(exp.false())
-    if any(isinstance(c.unnest(), exp.Literal) for c in changes):
+def _changing(select: exp.Select, changes: Mapping[str, exp.Expr]) -> exp.Select:
+    """Only the rows that change a total (``changes``: each total's count of the row, maybe
+    negated): a filtered count (e.g. of cancelled flights) streams its own rows, not every
+    row of the source, and a row without a value is left out of its sums."""
+    counts = [c.this if isinstance(c, exp.Neg) else c for c in changes.values()]
+    if any(isinstance(c.unnest(), exp.Literal) for c in counts):
         return select  # a count of rows: every row counts
-    differs = [exp.NEQ(this=c.copy(), expression=exp.Literal.number(0)) for c in changes]
+    differs = [exp.NEQ(this=c.copy(), expression=exp.Literal.number(0)) for c in counts]
     return select.where(exp.or_(*[exp.paren(d, copy=False) for d in differs]))
 
 

@@ -63,37 +63,6 @@ WITH "__spine" AS MATERIALIZED (
       ) AS BIGINT) AS "__u0_10800000000"
     FROM (
       SELECT
-        "__rows"."__k0",
-        "__rows"."__at" AS "__at",
-        1 AS "__side",
-        CAST(NULL AS BIGINT) AS "__row",
-        CAST(NULL AS BIGINT) AS "__u0_10800000000"
-      FROM (
-        SELECT
-          "origin" AS "__k0",
-          CAST((
-            "time_hour" + (
-              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
-            ) * INTERVAL '1 MINUTE'
-          ) AS TIMESTAMP) AS "__at",
-          (
-            CASE WHEN (
-              "dep_delay" >= 15
-            ) THEN "carrier" END
-          ) AS "__v0"
-        FROM "flights"
-        WHERE
-          NOT CAST((
-            "time_hour" + (
-              "minute" + CAST(COALESCE("dep_delay", 0) AS BIGINT)
-            ) * INTERVAL '1 MINUTE'
-          ) AS TIMESTAMP) IS NULL
-          AND NOT "origin" IS NULL
-      ) AS "__rows"
-      WHERE
-        FALSE
-      UNION ALL
-      SELECT
         "__k0",
         "__at" AS "__at",
         1 AS "__side",
