@@ -244,7 +244,7 @@ def test_spark_settings_need_the_spark_engine(
 ) -> None:
     from mlprod.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="master and conf are Spark settings"):
+    with pytest.raises(ConfigError, match="master, conf and frame_rows are Spark settings"):
         project_at("bad", lambda config: config.update(engine={"master": "local[2]"}))
 
 
@@ -268,3 +268,40 @@ def test_spark_without_java_says_what_it_needs(tmp_path: Path) -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
     assert "Spark needs Java 17 or later" in done.stdout, done.stderr
+
+
+def test_spark_slides_frames_only_where_windows_hold_few_rows(
+    project_at: Callable[..., Project],
+) -> None:
+    """A plane's flights in a day are few (frames); a destination's week is not (blocks)."""
+    from functools import partial
+
+    from mlprod.features.compiler import MatrixCompiler
+    from mlprod.features.matrix import duckdb_fetch, framed_groups
+
+    def frames(rows: int | None) -> Callable[[dict[str, Any]], None]:
+        def edit(config: dict[str, Any]) -> None:
+            config["engine"] = {"kind": "spark", "master": "local[2]"}
+            if rows is not None:
+                config["engine"]["frame_rows"] = rows
+
+        return edit
+
+    chosen = {}
+    for rows in (None, 0, 100_000):
+        project = project_at(f"frames-{rows}", frames(rows))
+        names = list(project.graph.nodes)
+        with duckdb.connect(
+            str(project.folder / "data" / "nycflights13.duckdb"), read_only=True
+        ) as con:
+            fetch = partial(duckdb_fetch, con)
+            chosen[rows] = framed_groups(fetch, project.graph, names)
+            densities = {
+                prefix: fetch(query)[1][0][0]
+                for prefix, query in MatrixCompiler(project.graph).window_densities(names).items()
+            }
+    assert len(densities) == 3  # carrier-origin 7 days, destination 7 days, plane 1 day
+    assert chosen[None] == {p for p, d in densities.items() if d <= 32}
+    assert len(chosen[None]) == 1 and min(densities.values()) < 2 < 100 < max(densities.values())
+    assert chosen[0] == frozenset()
+    assert chosen[100_000] == set(densities)

@@ -27,6 +27,7 @@ from pit_engine import (
     FUNCTIONS,
     LATE_BY,
     MINUTE,
+    SPARK_FRAMES,
     US,
     Scenario,
     assert_matches_reference,
@@ -311,6 +312,14 @@ ENGINE_SETTINGS = settings(
 @given(scenarios(any_feature, max_features=8))
 def test_spark_matches_reference(scenario: Scenario) -> None:
     assert_matches_reference(scenario, engines=("spark",))
+
+
+@pytest.mark.spark
+@ENGINE_SETTINGS
+@given(scenarios(aggregate_features, max_features=6))
+def test_spark_frames_match_reference(scenario: Scenario) -> None:
+    """Sums, means and deviations over sliding frames (a key with few rows per window)."""
+    assert_matches_reference(scenario, engines=(SPARK_FRAMES,))
 
 
 @pytest.mark.postgres

@@ -15,13 +15,23 @@ from typing import Any
 
 import pit_engine
 import pytest
-from pit_engine import BASE, ENGINES, FUNCTIONS, LATE_BY, MINUTE, OTHER_ENGINES, US, same
+from pit_engine import (
+    BASE,
+    ENGINES,
+    FUNCTIONS,
+    LATE_BY,
+    MINUTE,
+    OTHER_ENGINES,
+    SPARK_FRAMES,
+    US,
+    same,
+)
 from reference import Row
 
 _engine = {"name": "batch"}
 
 
-@pytest.fixture(autouse=True, params=[*ENGINES, *OTHER_ENGINES])
+@pytest.fixture(autouse=True, params=[*ENGINES, *OTHER_ENGINES, SPARK_FRAMES])
 def engine(request: pytest.FixtureRequest) -> str:
     """Every test here runs once per engine: DuckDB in batch, online, Spark, PostgreSQL."""
     _engine["name"] = request.param

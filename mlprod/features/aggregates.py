@@ -32,7 +32,7 @@ row whose key is NULL sees an empty window.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -83,6 +83,7 @@ class AggregateGroup:
     values: dict[str, exp.Expr] = field(default_factory=dict)  # distinct values: __v0, __v1..
     blocks: dict[timedelta, BlockedTotals] = field(default_factory=dict)
     engine: Engine = "duckdb"
+    framed: bool = False  # Spark: few rows per key and window, sums over frames too
 
     @property
     def streamed(self) -> bool:
@@ -98,10 +99,13 @@ class AggregateGroup:
     def _moving_frame(self, function: str) -> bool:
         """Whether ``function`` is a frame over one stream per lag, partitioned by key alone
         (PostgreSQL: see :attr:`moving`; Spark: min and max, whose frames Spark slides over
-        a key's rows as they come, without blocks)."""
+        a key's rows as they come, without blocks; and sums, means and deviations when the
+        group is :attr:`framed`: Spark aggregates a frame's rows again as it moves, which
+        beats the blocked streams' extra copies while a frame holds few rows)."""
         if self.moving:
             return function in MOVING
-        return self.streamed and function in ("min", "max")
+        slid = ("min", "max", *(BLOCKED if self.framed else ()))
+        return self.streamed and function in slid
 
     @property
     def prefix(self) -> str:
@@ -164,10 +168,32 @@ class AggregateGroup:
     def _add_streamed_source_ctes(self, query: CteSink) -> None:
         """The tables streamed totals read: medians to shift by, latest values (as-of)."""
         shifted = sorted({self.value_index(n) for n in self.nodes if self.function(n) == "std"})
-        if shifted and not self.moving:
+        if shifted and not self.moving and not self.framed:
             query.add(f"{self.prefix}_shift", key_medians(self, shifted))
         for i in sorted({self.value_index(n) for n in self.nodes if self.function(n) == "last"}):
             query.add(f"{self.prefix}_last{i}", self._latest_values(i))
+
+    def window_density(self) -> exp.Select | None:
+        """How many of the source's rows a window of this group's widest sum, mean or std
+        holds, on average over the rows (None: the group has none): per key and block of the
+        window's length, the sum of squared row counts over the rows. A frame that slides over
+        a key's rows reads that many rows again per row; a blocked stream copies each row
+        twice whatever the density (see :attr:`framed`)."""
+        windows = [self.window(n) for n in self.nodes if self._blocked(n)]
+        if not windows:
+            return None
+        keys = [sql.col(f"__k{i}") for i in range(len(self.pairs))]
+        per_block = (
+            exp.select(sql.alias(exp.Count(this=exp.Star()), "__n"))
+            .from_(sql.subquery(self._base(), "__rows"))
+            .group_by(*keys, block_of(sql.col("__at"), max(windows)))
+        )
+        n = exp.cast(sql.col("__n"), exp.DataType.Type.DOUBLE)
+        squares = exp.Sum(this=exp.Mul(this=n, expression=n.copy()))
+        density = exp.Div(this=squares, expression=exp.Sum(this=n.copy()))
+        return exp.select(sql.alias(density, "__density")).from_(
+            sql.subquery(per_block, "__blocks")
+        )
 
     def _distinct_table(self, i: int, window: timedelta) -> str:
         return f"{self.prefix}_distinct{i}_{window // sql.MICROSECOND}"
@@ -549,16 +575,20 @@ def effective_value(node: Node) -> exp.Expr | None:
 
 
 def aggregate_groups(
-    nodes: list[Node], graph: FeatureGraph, engine: Engine = "duckdb"
+    nodes: list[Node], graph: FeatureGraph, engine: Engine = "duckdb", framed: Collection[str] = ()
 ) -> list[AggregateGroup]:
     """Group aggregate features that can share their scans of a source, computed the way
-    that suits ``engine``."""
+    that suits ``engine``; the groups named in ``framed`` (by prefix) slide frames over
+    their rows on Spark (see :meth:`AggregateGroup.window_density`)."""
     groups: dict[tuple[str, Pairs], AggregateGroup] = {}
     for node in nodes:
         feature = node.feature
         assert isinstance(feature, AggregateFeature)
         key = (feature.source, tuple(feature.key_pairs()))
         if key not in groups:
-            groups[key] = AggregateGroup(len(groups), key[0], key[1], graph, engine=engine)
+            index = len(groups)
+            groups[key] = AggregateGroup(
+                index, key[0], key[1], graph, engine=engine, framed=f"__agg_{index}" in framed
+            )
         groups[key].add(node)
     return list(groups.values())

@@ -15,6 +15,7 @@ Features that read the same source through the same keys share one join.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -129,13 +130,17 @@ def staged(query: exp.Select, tables: set[str]) -> StagedQuery:
 
 def _computed_features(step: exp.Select) -> tuple[str, ...]:
     """Features whose column a step defines (``... AS __f_name``), not ones it passes on
-    (a stream's key, ``__k0 AS __f_name``: see :func:`~mlprod.features.streamed.spine_columns`)."""
+    (a stream's key, ``__k0 AS __f_name``: see :func:`~mlprod.features.streamed.spine_columns`;
+    a column carried under its own name, ``__p.__f_name AS __f_name``)."""
     prefix = feature_column("")
     found = (
         a.alias
         for a in step.find_all(exp.Alias)
         if a.alias.startswith(prefix)
-        and not (isinstance(a.this, exp.Column) and a.this.name.startswith("__k"))
+        and not (
+            isinstance(a.this, exp.Column)
+            and (a.this.name.startswith("__k") or a.this.name == a.alias)
+        )
     )
     return tuple(dict.fromkeys(name.removeprefix(prefix) for name in found))
 
@@ -147,9 +152,10 @@ def _reads(step: exp.Select, name: str) -> bool:
 class MatrixCompiler:
     """Turns a :class:`FeatureGraph` into SQL over views named after the project's sources."""
 
-    def __init__(self, graph: FeatureGraph) -> None:
+    def __init__(self, graph: FeatureGraph, framed: Collection[str] = ()) -> None:
         self.graph = graph
         self.config = graph.config
+        self.framed = frozenset(framed)  # aggregate groups that slide frames on Spark
 
     # --- public ------------------------------------------------------------------------
 
@@ -197,6 +203,13 @@ class MatrixCompiler:
         read = self.graph.spine_columns_read(names)
         return list(dict.fromkeys([*self.config.spine.keys, *read]))
 
+    def window_densities(self, names: list[str] | None = None) -> dict[str, exp.Select]:
+        """Per aggregate group with a sum, mean or std (by prefix), the query of its window
+        density (see :meth:`AggregateGroup.window_density`), in DuckDB's SQL."""
+        aggregates = [n for n in self._nodes(names) if n.feature.kind == "aggregate"]
+        queries = {g.prefix: g.window_density() for g in aggregate_groups(aggregates, self.graph)}
+        return {prefix: query for prefix, query in queries.items() if query is not None}
+
     def sql(
         self,
         as_of: datetime,
@@ -233,7 +246,7 @@ class MatrixCompiler:
         for node in nodes:
             by_level[node.level].append(node)
         aggregates = [n for n in nodes if n.feature.kind == "aggregate"]
-        groups = aggregate_groups(aggregates, self.graph, engine)
+        groups = aggregate_groups(aggregates, self.graph, engine, self.framed)
         for group in groups:
             group.add_source_ctes(query)
         for level in sorted(by_level):

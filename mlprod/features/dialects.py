@@ -90,9 +90,14 @@ def _is_asof(join: exp.Join) -> bool:
 
 def _asof_as_streams(select: exp.Select, engine: Engine) -> None:
     """Replace each ASOF LEFT JOIN of ``select`` by a match stream and a plain LEFT JOIN
-    (Spark: the stream carries the matched row itself, see :func:`_latest_stream`)."""
+    (Spark: the stream carries the matched row itself, see :func:`_latest_stream`; a select
+    that only reads its probe and one as-of match reads both from the stream, see
+    :func:`_asof_from_stream`)."""
     probe = sql.from_of(select)  # the probe: a subquery with __row, __t and the keys, as __p
     probe_alias = probe.alias_or_name
+    if engine == "spark" and len(select.args["joins"]) == 1:
+        _asof_from_stream(select, probe, probe_alias, select.args["joins"][0])
+        return
     joins: list[exp.Join] = []
     for join in select.args.get("joins") or []:
         if not _is_asof(join):
@@ -117,6 +122,36 @@ def _asof_as_streams(select: exp.Select, engine: Engine) -> None:
         back.append(exp.EQ(this=sql.col("__at", name), expression=sql.col("__m", match)))
         joins.append(exp.Join(this=join.this.copy(), side="LEFT", on=sql.and_all(back)))
     select.set("joins", joins)
+
+
+def _asof_from_stream(
+    select: exp.Select, probe: exp.Expr, probe_alias: str, join: exp.Join
+) -> None:
+    """Spark: the probe's rows carry the columns ``select`` reads of them through the stream
+    (as the struct ``__q``), next to their match (``__m``), so the select reads the stream
+    alone and nothing is joined back by row id (one shuffle join less)."""
+    name = join.this.alias_or_name
+    equal, at = _split_condition(join.args["on"], name)
+    select.set("joins", None)
+    columns = [c for c in select.find_all(exp.Column) if c.table in (probe_alias, name)]
+    carried = sorted({c.name for c in columns if c.table == probe_alias})
+    read = sorted({c.name for c in columns if c.table == name})
+    own = exp.Struct(expressions=[sql.alias(sql.col(c, probe_alias), c) for c in carried])
+    matched = _stream(
+        probe,
+        probe_alias,
+        join.this.name,
+        equal,
+        at,
+        exp.Struct(expressions=[sql.alias(sql.col(c), c) for c in read]),
+        exp.IgnoreNulls(this=exp.Last(this=sql.col("__m"))),
+        own,
+    )
+    for column in columns:
+        struct = "__q" if column.table == probe_alias else "__m"
+        field = exp.Dot(this=sql.col(struct, probe_alias), expression=column.this.copy())
+        column.replace(field)
+    probe.replace(sql.subquery(matched, probe_alias))
 
 
 def _split_condition(on: exp.Expr, name: str) -> tuple[list[tuple[exp.Column, exp.Expr]], exp.Expr]:
@@ -184,10 +219,12 @@ def _stream(
     at: exp.Expr,
     carried: exp.Expr,
     running: exp.Expr,
+    own: exp.Expr | None = None,
 ) -> exp.Select:
     """The probe's rows and the table's (``carried`` as ``__m``; NULL on probe rows) in one
     stream per key, by time, probe rows first among equal times; ``running`` (over ``__m``)
-    read at each probe row as ``__m``, with its ``__row``."""
+    read at each probe row as ``__m``, with its ``__row`` (and ``own`` of the probe row, as
+    ``__q``)."""
     keys = [f"__e{i}" for i in range(len(equal))]
     probe_rows = exp.select(
         sql.alias(sql.col("__row", probe_alias), "__row"),
@@ -196,6 +233,8 @@ def _stream(
         sql.alias(exp.Literal.number(0), "__side"),
         sql.alias(exp.null(), "__m"),
     ).from_(probe.copy())
+    if own is not None:
+        probe_rows = probe_rows.select(sql.alias(own, "__q"))
     table_rows = exp.select(
         sql.alias(exp.cast(exp.null(), exp.DataType.Type.BIGINT), "__row"),
         *[sql.alias(sql.col(right.name), key) for key, (right, _) in zip(keys, equal, strict=True)],
@@ -203,6 +242,8 @@ def _stream(
         sql.alias(exp.Literal.number(1), "__side"),
         sql.alias(carried, "__m"),
     ).from_(sql.table(table))
+    if own is not None:
+        table_rows = table_rows.select(sql.alias(exp.null(), "__q"))
     for right, _ in equal:
         table_rows = table_rows.where(
             exp.not_(exp.Is(this=sql.col(right.name), expression=exp.null()))
@@ -221,12 +262,13 @@ def _stream(
         spec=sql.running_total(),
         over="OVER",
     )
-    marked = exp.select(sql.col("__row"), sql.col("__side"), sql.alias(window, "__m")).from_(
+    kept = [sql.col("__row"), *([sql.col("__q")] if own is not None else [])]
+    marked = exp.select(*kept, sql.col("__side"), sql.alias(window, "__m")).from_(
         stream.subquery(exp.to_identifier("__stream", quoted=True))
     )
     side = exp.EQ(this=sql.col("__side"), expression=exp.Literal.number(0))
     return (
-        exp.select(sql.col("__row"), sql.col("__m"))
+        exp.select(*[k.copy() for k in kept], sql.col("__m"))
         .from_(sql.subquery(marked, "__marked"))
         .where(side)
     )

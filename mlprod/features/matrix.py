@@ -41,7 +41,7 @@ from mlprod.features.spark import SparkBuild
 from mlprod.features.typecheck import check_types, duckdb_message
 from mlprod.progress import NO_PROGRESS, ProgressCallback, ProgressTask
 from mlprod.project.config import ExprFeature, LookupFeature, ProjectConfig
-from mlprod.project.engine import format_bytes
+from mlprod.project.engine import FRAME_ROWS, format_bytes
 
 
 @dataclass
@@ -148,7 +148,7 @@ def build_matrix(
             task.finish("sources read and checked")
             _check_lookups_unique(fetch, nodes)
             _check_spine_keys_unique(fetch, graph)
-            compiler = MatrixCompiler(graph)
+            compiler = MatrixCompiler(graph, framed_groups(fetch, graph, wanted))
             events = _event_counts(fetch, training, as_of)
             query = compiler.staged_query(as_of, wanted, training, kind)
             since = time.perf_counter() - started
@@ -464,6 +464,22 @@ def _check_label_values(config: ProjectConfig, table: pa.Table) -> None:
             f"than 0 and 1 among {table.num_rows:,} labelled events (e.g. {bad[0].as_py()}); "
             "the label must be a boolean or 0/1 (write a condition, e.g. 'amount > 0')"
         )
+
+
+def framed_groups(fetch: Fetch, graph: FeatureGraph, names: list[str]) -> frozenset[str]:
+    """Spark: the aggregate groups whose windows hold few rows, which slide frames over
+    them (see ``engine.frame_rows``); none on the other engines."""
+    engine = graph.config.engine
+    limit = FRAME_ROWS if engine.frame_rows is None else engine.frame_rows
+    if engine.kind != "spark" or limit == 0:
+        return frozenset()
+    densities = MatrixCompiler(graph).window_densities(names)
+    few = set()
+    for prefix, query in densities.items():
+        density = fetch(query)[1][0][0]
+        if density is None or density <= limit:  # None: no rows at all
+            few.add(prefix)
+    return frozenset(few)
 
 
 def _event_counts(fetch: Fetch, training: TrainingEvents, as_of: datetime) -> dict[str, int]:

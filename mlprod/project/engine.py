@@ -70,6 +70,10 @@ Size = Annotated[
 
 
 EngineKind = Literal["duckdb", "spark", "postgres"]
+# Spark: a frame of this many rows on average costs less re-read per row than the blocked
+# streams' two extra copies of every row (planes' 1-day mean, 1.6 rows: 17-21 s framed
+# against 35 s blocked at 3.4M flights; see bench/RESULTS.md)
+FRAME_ROWS = 32
 
 
 class EngineConfig(Strict):
@@ -90,6 +94,14 @@ class EngineConfig(Strict):
         description="Spark only: Spark settings, e.g. {spark.executor.memory: 4g}.",
     )
 
+    frame_rows: int | None = Field(
+        None,
+        ge=0,
+        description="Spark only: windowed sums, means and deviations of a key whose windows "
+        f"hold at most this many rows on average slide a frame over its rows (default "
+        f"{FRAME_ROWS}); denser ones keep running totals in blocks, linear whatever the "
+        "density. 0: always running totals.",
+    )
     threads: int | None = Field(None, ge=1, description="Threads to use (default: every core).")
     memory_limit: Size | None = Field(
         None,
@@ -102,9 +114,11 @@ class EngineConfig(Strict):
 
     @model_validator(mode="after")
     def _spark_settings_for_spark(self) -> EngineConfig:
-        if self.kind != "spark" and (self.master is not None or self.conf):
+        if self.kind != "spark" and (
+            self.master is not None or self.conf or self.frame_rows is not None
+        ):
             raise ValueError(
-                f"master and conf are Spark settings; engine kind is {self.kind} "
+                f"master, conf and frame_rows are Spark settings; engine kind is {self.kind} "
                 "(write kind: spark to use them)"
             )
         return self

@@ -80,73 +80,60 @@ WITH `__spine` AS (
   FROM `__spine` AS `__p`
 ), `__agg_0_probe_2` AS (
   SELECT
-    `__p`.`__row`,
+    `__p`.`__q`.`__row`,
     CASE
-      WHEN `__agg_0_last0_0___level_1`.`__at` >= `__p`.`__t` - INTERVAL '7' DAY
-      THEN `__agg_0_last0_0___level_1`.`__v`
+      WHEN `__p`.`__m`.`__at` >= `__p`.`__q`.`__t` - INTERVAL '7' DAY
+      THEN `__p`.`__m`.`__v`
     END AS `__f_flight_last_delay_7d`
   FROM (
     SELECT
       `__row`,
-      `__t`,
-      `__f_carrier`,
-      `flight`
-    FROM `__level_1`
-  ) AS `__p`
-  LEFT JOIN (
-    SELECT
-      `__row`,
-      `__m`.`__at` AS `__at`,
-      `__m`.`__k0` AS `__k0`,
-      `__m`.`__k1` AS `__k1`,
-      `__m`.`__v` AS `__v`
+      `__q`,
+      `__m`
     FROM (
       SELECT
         `__row`,
-        `__m`
+        `__q`,
+        `__side`,
+        LAST(`__m`) IGNORE NULLS OVER (
+          PARTITION BY `__e0`, `__e1`
+          ORDER BY `__at` NULLS LAST, `__side` NULLS LAST
+          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+        ) AS `__m`
       FROM (
         SELECT
-          `__row`,
-          `__side`,
-          LAST(`__m`) IGNORE NULLS OVER (
-            PARTITION BY `__e0`, `__e1`
-            ORDER BY `__at` NULLS LAST, `__side` NULLS LAST
-            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-          ) AS `__m`
+          `__p`.`__row` AS `__row`,
+          `__p`.`__f_carrier` AS `__e0`,
+          `__p`.`flight` AS `__e1`,
+          `__p`.`__t` AS `__at`,
+          0 AS `__side`,
+          NULL AS `__m`,
+          STRUCT(`__p`.`__row` AS `__row`, `__p`.`__t` AS `__t`) AS `__q`
         FROM (
           SELECT
-            `__p`.`__row` AS `__row`,
-            `__p`.`__f_carrier` AS `__e0`,
-            `__p`.`flight` AS `__e1`,
-            `__p`.`__t` AS `__at`,
-            0 AS `__side`,
-            NULL AS `__m`
-          FROM (
-            SELECT
-              `__row`,
-              `__t`,
-              `__f_carrier`,
-              `flight`
-            FROM `__level_1`
-          ) AS `__p`
-          UNION ALL
-          SELECT
-            CAST(NULL AS BIGINT) AS `__row`,
-            `__k0` AS `__e0`,
-            `__k1` AS `__e1`,
-            `__at` AS `__at`,
-            1 AS `__side`,
-            STRUCT(`__at` AS `__at`, `__k0` AS `__k0`, `__k1` AS `__k1`, `__v` AS `__v`) AS `__m`
-          FROM `__agg_0_last0`
-          WHERE
-            NOT `__k0` IS NULL AND NOT `__k1` IS NULL
-        ) AS `__stream`
-      ) AS `__marked`
-      WHERE
-        `__side` = 0
-    ) AS `__matched`
-  ) AS `__agg_0_last0_0___level_1`
-    ON `__agg_0_last0_0___level_1`.`__row` = `__p`.`__row`
+            `__row`,
+            `__t`,
+            `__f_carrier`,
+            `flight`
+          FROM `__level_1`
+        ) AS `__p`
+        UNION ALL
+        SELECT
+          CAST(NULL AS BIGINT) AS `__row`,
+          `__k0` AS `__e0`,
+          `__k1` AS `__e1`,
+          `__at` AS `__at`,
+          1 AS `__side`,
+          STRUCT(`__at` AS `__at`, `__v` AS `__v`) AS `__m`,
+          NULL AS `__q`
+        FROM `__agg_0_last0`
+        WHERE
+          NOT `__k0` IS NULL AND NOT `__k1` IS NULL
+      ) AS `__stream`
+    ) AS `__marked`
+    WHERE
+      `__side` = 0
+  ) AS `__p`
 ), `__level_2` AS (
   SELECT
     `__p`.*,

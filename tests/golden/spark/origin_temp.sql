@@ -61,68 +61,57 @@ WITH `__spine` AS (
     `__at`
 ), `__asof_2_0_probe` AS (
   SELECT
-    `__p`.`__row`,
+    `__p`.`__q`.`__row`,
     CASE
-      WHEN `__asof_2_0`.`__at` >= `__p`.`__t` - INTERVAL '3' HOUR
-      THEN `__asof_2_0`.`__v0`
+      WHEN `__p`.`__m`.`__at` >= `__p`.`__q`.`__t` - INTERVAL '3' HOUR
+      THEN `__p`.`__m`.`__v0`
     END AS `__f_origin_temp`
   FROM (
     SELECT
       `__row`,
-      `__t`,
-      `__f_origin`
-    FROM `__level_1`
-  ) AS `__p`
-  LEFT JOIN (
-    SELECT
-      `__row`,
-      `__m`.`__at` AS `__at`,
-      `__m`.`__k0` AS `__k0`,
-      `__m`.`__v0` AS `__v0`
+      `__q`,
+      `__m`
     FROM (
       SELECT
         `__row`,
-        `__m`
+        `__q`,
+        `__side`,
+        LAST(`__m`) IGNORE NULLS OVER (
+          PARTITION BY `__e0`
+          ORDER BY `__at` NULLS LAST, `__side` NULLS LAST
+          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+        ) AS `__m`
       FROM (
         SELECT
-          `__row`,
-          `__side`,
-          LAST(`__m`) IGNORE NULLS OVER (
-            PARTITION BY `__e0`
-            ORDER BY `__at` NULLS LAST, `__side` NULLS LAST
-            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-          ) AS `__m`
+          `__p`.`__row` AS `__row`,
+          `__p`.`__f_origin` AS `__e0`,
+          `__p`.`__t` AS `__at`,
+          0 AS `__side`,
+          NULL AS `__m`,
+          STRUCT(`__p`.`__row` AS `__row`, `__p`.`__t` AS `__t`) AS `__q`
         FROM (
           SELECT
-            `__p`.`__row` AS `__row`,
-            `__p`.`__f_origin` AS `__e0`,
-            `__p`.`__t` AS `__at`,
-            0 AS `__side`,
-            NULL AS `__m`
-          FROM (
-            SELECT
-              `__row`,
-              `__t`,
-              `__f_origin`
-            FROM `__level_1`
-          ) AS `__p`
-          UNION ALL
-          SELECT
-            CAST(NULL AS BIGINT) AS `__row`,
-            `__k0` AS `__e0`,
-            `__at` AS `__at`,
-            1 AS `__side`,
-            STRUCT(`__at` AS `__at`, `__k0` AS `__k0`, `__v0` AS `__v0`) AS `__m`
-          FROM `__asof_2_0`
-          WHERE
-            NOT `__k0` IS NULL
-        ) AS `__stream`
-      ) AS `__marked`
-      WHERE
-        `__side` = 0
-    ) AS `__matched`
-  ) AS `__asof_2_0`
-    ON `__asof_2_0`.`__row` = `__p`.`__row`
+            `__row`,
+            `__t`,
+            `__f_origin`
+          FROM `__level_1`
+        ) AS `__p`
+        UNION ALL
+        SELECT
+          CAST(NULL AS BIGINT) AS `__row`,
+          `__k0` AS `__e0`,
+          `__at` AS `__at`,
+          1 AS `__side`,
+          STRUCT(`__at` AS `__at`, `__v0` AS `__v0`) AS `__m`,
+          NULL AS `__q`
+        FROM `__asof_2_0`
+        WHERE
+          NOT `__k0` IS NULL
+      ) AS `__stream`
+    ) AS `__marked`
+    WHERE
+      `__side` = 0
+  ) AS `__p`
 ), `__level_2` AS (
   SELECT
     `__p`.*,
