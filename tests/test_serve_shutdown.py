@@ -20,7 +20,7 @@ from test_serve_workers import _wait_for, _workers, assert_logged
 
 from mlprod import Project
 
-CLIENTS = 12
+CLIENTS = 24  # the drain must outlast the supervisor getting to the signal on a slow, busy machine
 BATCH = 1000  # the project's serve.max_records: a request that takes a worker a while
 GRACE_S = 60
 
