@@ -137,16 +137,7 @@ def _asof_from_stream(
     carried = sorted({c.name for c in columns if c.table == probe_alias})
     read = sorted({c.name for c in columns if c.table == name})
     own = exp.Struct(expressions=[sql.alias(sql.col(c, probe_alias), c) for c in carried])
-    matched = _stream(
-        probe,
-        probe_alias,
-        join.this.name,
-        equal,
-        at,
-        exp.Struct(expressions=[sql.alias(sql.col(c), c) for c in read]),
-        exp.IgnoreNulls(this=exp.Last(this=sql.col("__m"))),
-        own,
-    )
+    matched = _stream(probe, probe_alias, join.this.name, equal, at, *_latest(read), own)
     for column in columns:
         struct = "__q" if column.table == probe_alias else "__m"
         field = exp.Dot(this=sql.col(struct, probe_alias), expression=column.this.copy())
@@ -201,14 +192,18 @@ def _latest_stream(
     each probe row is its match (a NULL value in the match stays NULL), so nothing is joined
     back (Spark's ``last(...) IGNORE NULLS``).
     """
-    row = exp.Struct(expressions=[sql.alias(sql.col(c), c) for c in read])
-    latest = exp.IgnoreNulls(this=exp.Last(this=sql.col("__m")))
-    select = _stream(probe, probe_alias, table, equal, at, row, latest)
+    select = _stream(probe, probe_alias, table, equal, at, *_latest(read))
     fields = [
         sql.alias(exp.Dot(this=sql.col("__m"), expression=exp.to_identifier(c, quoted=True)), c)
         for c in read
     ]
     return exp.select(sql.col("__row"), *fields).from_(sql.subquery(select, "__matched"))
+
+
+def _latest(read: list[str]) -> tuple[exp.Expr, exp.Expr]:
+    """A table row carried as one struct of ``read``, and the latest non-null one so far."""
+    row = exp.Struct(expressions=[sql.alias(sql.col(c), c) for c in read])
+    return row, exp.IgnoreNulls(this=exp.Last(this=sql.col("__m")))
 
 
 def _stream(
